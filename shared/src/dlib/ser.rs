@@ -45,8 +45,17 @@ impl<'a> Reader<'a> {
     }
 
     /// Builds an error at `offset`.
-    pub fn error_at(&self, offset: usize, expected: impl fmt::Display, found: impl fmt::Display) -> SerError {
-        SerError { offset, expected: expected.to_string(), found: found.to_string() }
+    pub fn error_at(
+        &self,
+        offset: usize,
+        expected: impl fmt::Display,
+        found: impl fmt::Display,
+    ) -> SerError {
+        SerError {
+            offset,
+            expected: expected.to_string(),
+            found: found.to_string(),
+        }
     }
 
     fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8], SerError> {
@@ -68,7 +77,11 @@ impl<'a> Reader<'a> {
         let ctrl = self.take(1, what)?[0];
         let n = (ctrl & 0x0f) as usize;
         if ctrl & 0x70 != 0 || n == 0 || n > 8 {
-            return Err(self.error_at(start, format!("{what} (integer)"), format!("control byte 0x{ctrl:02x}")));
+            return Err(self.error_at(
+                start,
+                format!("{what} (integer)"),
+                format!("control byte 0x{ctrl:02x}"),
+            ));
         }
         let bytes = self.take(n, what)?;
         let mut mag: u64 = 0;
@@ -77,12 +90,20 @@ impl<'a> Reader<'a> {
         }
         if ctrl & 0x80 != 0 {
             if mag > i64::MAX as u64 + 1 {
-                return Err(self.error_at(start, format!("{what} (integer)"), "a negative value out of range"));
+                return Err(self.error_at(
+                    start,
+                    format!("{what} (integer)"),
+                    "a negative value out of range",
+                ));
             }
             Ok((mag as i128).wrapping_neg() as i64)
         } else {
             if mag > i64::MAX as u64 {
-                return Err(self.error_at(start, format!("{what} (integer)"), "a value out of range"));
+                return Err(self.error_at(
+                    start,
+                    format!("{what} (integer)"),
+                    "a value out of range",
+                ));
             }
             Ok(mag as i64)
         }
@@ -130,7 +151,11 @@ impl<'a> Reader<'a> {
         match self.take(1, what)?[0] {
             b'1' => Ok(true),
             b'0' => Ok(false),
-            b => Err(self.error_at(start, format!("{what} (bool '0' or '1')"), format!("byte 0x{b:02x}"))),
+            b => Err(self.error_at(
+                start,
+                format!("{what} (bool '0' or '1')"),
+                format!("byte 0x{b:02x}"),
+            )),
         }
     }
 
@@ -139,7 +164,11 @@ impl<'a> Reader<'a> {
         let start = self.pos;
         let len = self.uint(what)?;
         if len > self.remaining() {
-            return Err(self.error_at(start, format!("{what} (string)"), format!("a length of {len} past the end")));
+            return Err(self.error_at(
+                start,
+                format!("{what} (string)"),
+                format!("a length of {len} past the end"),
+            ));
         }
         let bytes = self.take(len, what)?;
         Ok(String::from_utf8_lossy(bytes).into_owned())
@@ -163,7 +192,10 @@ impl<'a> Reader<'a> {
             .checked_mul(4)
             .ok_or_else(|| self.error_at(self.pos, what, format!("an element count of {n}")))?;
         let bytes = self.take(bytes_len, what)?;
-        Ok(bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+        Ok(bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect())
     }
 
     /// Reads a `resizable_tensor`: version 2, n, k, nr, nc, then the raw values.
@@ -193,7 +225,11 @@ impl<'a> Reader<'a> {
         let start = self.pos;
         let t = self.tensor(what)?;
         if !t.data.is_empty() {
-            return Err(self.error_at(start, format!("{what} (empty tensor)"), format!("a tensor of dims {:?}", t.dims)));
+            return Err(self.error_at(
+                start,
+                format!("{what} (empty tensor)"),
+                format!("a tensor of dims {:?}", t.dims),
+            ));
         }
         Ok(())
     }
@@ -214,14 +250,22 @@ impl<'a> Reader<'a> {
         let nr = -self.int(&format!("{what}: matrix rows"))?;
         let nc = -self.int(&format!("{what}: matrix cols"))?;
         if nr < 0 || nc < 0 || (nr as u128) * (nc as u128) > self.remaining() as u128 {
-            return Err(self.error_at(start, format!("{what} (matrix size)"), format!("{nr}×{nc}")));
+            return Err(self.error_at(
+                start,
+                format!("{what} (matrix size)"),
+                format!("{nr}×{nc}"),
+            ));
         }
         let (nr, nc) = (nr as usize, nc as usize);
         let mut data = Vec::with_capacity(nr * nc);
         for _ in 0..nr * nc {
             data.push(self.float(&format!("{what}: matrix element"))?);
         }
-        Ok(Matrix { rows: nr, cols: nc, data })
+        Ok(Matrix {
+            rows: nr,
+            cols: nc,
+            data,
+        })
     }
 
     /// Reads a `u32` serialized as a dlib integer.
@@ -234,7 +278,11 @@ impl<'a> Reader<'a> {
     /// Fails unless every byte has been read.
     pub fn finish(&self, what: &str) -> Result<(), SerError> {
         if self.remaining() != 0 {
-            return Err(self.error_at(self.pos, format!("the end of {what}"), format!("{} more bytes", self.remaining())));
+            return Err(self.error_at(
+                self.pos,
+                format!("the end of {what}"),
+                format!("{} more bytes", self.remaining()),
+            ));
         }
         Ok(())
     }
@@ -290,7 +338,10 @@ mod tests {
             vec![0x01, 0x00, 0x02, b[0], b[1]]
         };
         assert_eq!(Reader::new(&enc(32000)).float("x").unwrap(), f32::INFINITY);
-        assert_eq!(Reader::new(&enc(32001)).float("x").unwrap(), f32::NEG_INFINITY);
+        assert_eq!(
+            Reader::new(&enc(32001)).float("x").unwrap(),
+            f32::NEG_INFINITY
+        );
         assert!(Reader::new(&enc(32002)).float("x").unwrap().is_nan());
     }
 
@@ -344,7 +395,9 @@ mod tests {
         r.expect_string("relu_", "layer name").unwrap();
         assert!(r.bool("a").unwrap());
         assert!(!r.bool("b").unwrap());
-        let e = Reader::new(&[0x01, 0x03, b'c', b'o', b'n']).expect_string("fc_", "name").unwrap_err();
+        let e = Reader::new(&[0x01, 0x03, b'c', b'o', b'n'])
+            .expect_string("fc_", "name")
+            .unwrap_err();
         assert!(e.to_string().contains("\"con\""), "{e}");
     }
 }

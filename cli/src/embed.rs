@@ -1,0 +1,169 @@
+//! `twin embed`: embeddings of face chips as JSON lines.
+
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use clap::Args;
+use serde::Serialize;
+use twin_core::chip::CHIP_SIZE;
+use twin_core::embed::{ChipBatch, Embedder, EmbedderOptions};
+
+/// Images larger than this many bytes are refused before decoding.
+const MAX_IMAGE_BYTES: u64 = 64 * 1024 * 1024;
+/// Decoded images larger than this many pixels on a side are refused.
+const MAX_IMAGE_SIDE: u32 = 16_384;
+/// Decoder memory limit.
+const MAX_DECODE_ALLOC: u64 = 512 * 1024 * 1024;
+
+#[derive(Args)]
+pub struct EmbedArgs {
+    /// Image files to embed.
+    paths: Vec<PathBuf>,
+    /// The inputs are 150×150 aligned face chips (as dlib cuts them): embed them whole.
+    #[arg(long)]
+    chips: bool,
+    /// Read more input paths from FILE, one per line ("-" for standard input).
+    #[arg(long, value_name = "FILE")]
+    list: Option<PathBuf>,
+    /// The embedding model (default: vendor/models/backbone.onnx, or $TWIN_BACKBONE).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Threads ONNX Runtime may use.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Chips per inference batch.
+    #[arg(long, default_value_t = 16)]
+    batch: usize,
+}
+
+#[derive(Serialize)]
+struct Face<'a> {
+    #[serde(rename = "box")]
+    bbox: [u32; 4],
+    embedding: &'a [f32],
+}
+
+#[derive(Serialize)]
+struct Line<'a> {
+    path: &'a str,
+    faces: Vec<Face<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+pub fn run(args: EmbedArgs) -> anyhow::Result<ExitCode> {
+    let mut paths = args.paths.clone();
+    if let Some(list) = &args.list {
+        paths.extend(read_list(list)?);
+    }
+    if paths.is_empty() {
+        bail!("no input: name image files or --list FILE");
+    }
+    if !args.chips {
+        bail!("only aligned 150×150 chips can be embedded by this command: pass --chips");
+    }
+    let model = args
+        .model
+        .clone()
+        .unwrap_or_else(twin_core::paths::default_backbone);
+    let embedder = Embedder::open(
+        &model,
+        &EmbedderOptions {
+            threads: args.threads,
+        },
+    )?;
+    let batch_size = args.batch.max(1);
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut failures = 0usize;
+    for group in paths.chunks(batch_size) {
+        let mut batch = ChipBatch::with_capacity(group.len());
+        let mut slots: Vec<Result<usize, String>> = Vec::with_capacity(group.len());
+        for p in group {
+            match load_chip(p) {
+                Ok(img) => match batch.push(&img) {
+                    Ok(()) => slots.push(Ok(batch.len() - 1)),
+                    Err(e) => slots.push(Err(e.to_string())),
+                },
+                Err(e) => slots.push(Err(format!("{e:#}"))),
+            }
+        }
+        let embeddings = embedder.embed(&batch)?;
+        for (p, slot) in group.iter().zip(slots) {
+            let path = p.to_string_lossy();
+            let line = match slot {
+                Ok(i) => Line {
+                    path: &path,
+                    faces: vec![Face {
+                        bbox: [0, 0, CHIP_SIZE as u32, CHIP_SIZE as u32],
+                        embedding: embeddings.row(i),
+                    }],
+                    error: None,
+                },
+                Err(e) => {
+                    failures += 1;
+                    eprintln!("twin: {path}: {e}");
+                    Line {
+                        path: &path,
+                        faces: Vec::new(),
+                        error: Some(e),
+                    }
+                }
+            };
+            serde_json::to_writer(&mut out, &line)?;
+            out.write_all(b"\n")?;
+        }
+    }
+    out.flush()?;
+    if failures > 0 {
+        eprintln!(
+            "twin: {failures} of {} inputs could not be embedded",
+            paths.len()
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn read_list(list: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let reader: Box<dyn BufRead> = if list == Path::new("-") {
+        Box::new(std::io::BufReader::new(std::io::stdin()))
+    } else {
+        Box::new(std::io::BufReader::new(
+            std::fs::File::open(list)
+                .with_context(|| format!("cannot open list {}", list.display()))?,
+        ))
+    };
+    let mut paths = Vec::new();
+    for line in reader.lines() {
+        let line = line.with_context(|| format!("cannot read list {}", list.display()))?;
+        let t = line.trim();
+        if !t.is_empty() {
+            paths.push(PathBuf::from(t));
+        }
+    }
+    Ok(paths)
+}
+
+/// Decodes an image under size limits and converts it to RGB.
+fn load_chip(path: &Path) -> anyhow::Result<image::RgbImage> {
+    let size = std::fs::metadata(path)
+        .context("cannot read the file")?
+        .len();
+    if size > MAX_IMAGE_BYTES {
+        bail!("the file is {size} bytes; images over {MAX_IMAGE_BYTES} bytes are refused");
+    }
+    let mut reader = image::ImageReader::open(path).context("cannot open the file")?;
+    reader = reader
+        .with_guessed_format()
+        .context("cannot read the file")?;
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_IMAGE_SIDE);
+    limits.max_image_height = Some(MAX_IMAGE_SIDE);
+    limits.max_alloc = Some(MAX_DECODE_ALLOC);
+    reader.limits(limits);
+    let img = reader.decode().context("not a decodable image")?;
+    Ok(img.to_rgb8())
+}

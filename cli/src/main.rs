@@ -1,0 +1,68 @@
+//! `twin`: Twin Matcher's command line.
+//!
+//! A thin host around `twin_core`: it parses arguments, calls the core and prints results.
+//! Commands that produce data print JSON lines on standard output; progress and summaries go
+//! to standard error.
+
+mod embed;
+mod model;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Twin Matcher: find your celebrity lookalike.
+#[derive(Parser)]
+#[command(name = "twin", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Manage models (import dlib's face network into ONNX).
+    Model {
+        #[command(subcommand)]
+        command: ModelCommand,
+    },
+    /// Embed faces and print one JSON line per input: {"path", "faces": [{"box", "embedding"}]}.
+    Embed(embed::EmbedArgs),
+}
+
+#[derive(Subcommand)]
+enum ModelCommand {
+    /// Import dlib_face_recognition_resnet_model_v1.dat into an ONNX model.
+    ImportDlib {
+        /// The dlib .dat file.
+        dat: PathBuf,
+        /// Where to write the ONNX model (written atomically; nothing is left on failure).
+        #[arg(short, long)]
+        output: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("TWIN_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Model {
+            command: ModelCommand::ImportDlib { dat, output },
+        } => model::import_dlib(&dat, &output),
+        Command::Embed(args) => embed::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("twin: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

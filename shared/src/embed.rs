@@ -1,0 +1,296 @@
+//! The embedding engine: an ONNX model run with ONNX Runtime behind a core-owned API.
+//!
+//! One session is built once from a model file, with an explicit thread count, and reused for
+//! every batch; a batch is one contiguous `[N, 3, 150, 150]` buffer ([`ChipBatch`]). ONNX
+//! Runtime itself is a shared library loaded at run time (see [`crate::paths::ort_library`]),
+//! once per process. No `ort` type appears in this module's public API.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+
+use image::RgbImage;
+
+use crate::chip::{chip_to_planar, ChipSizeError, CHIP_SIZE, CHIP_VALUES};
+use crate::onnx::face_net::{EMBEDDING_OUTPUT, INPUT_NAME};
+
+/// What can go wrong loading or running the engine.
+#[derive(Debug, thiserror::Error)]
+pub enum EmbedError {
+    /// No ONNX Runtime library was found.
+    #[error("ONNX Runtime library not found: set ORT_DYLIB_PATH or run scripts/setup (it installs vendor/onnxruntime/libonnxruntime.so)")]
+    RuntimeMissing,
+    /// The ONNX Runtime library could not be loaded.
+    #[error("cannot load ONNX Runtime from {path}: {message}")]
+    RuntimeLoad {
+        /// The library that failed to load.
+        path: PathBuf,
+        /// The loader's message.
+        message: String,
+    },
+    /// The model file does not exist.
+    #[error("model file {0} not found (scripts/setup imports vendor/models/backbone.onnx)")]
+    ModelMissing(PathBuf),
+    /// The model could not be loaded into a session.
+    #[error("cannot load model {path}: {message}")]
+    ModelLoad {
+        /// The model file.
+        path: PathBuf,
+        /// ONNX Runtime's message.
+        message: String,
+    },
+    /// The model's inputs or outputs are not what the engine needs.
+    #[error("model {path} has the wrong interface: {message}")]
+    Interface {
+        /// The model file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// A chip of the wrong size.
+    #[error(transparent)]
+    ChipSize(#[from] ChipSizeError),
+    /// Running the model failed.
+    #[error("inference failed: {0}")]
+    Run(String),
+}
+
+/// Engine settings.
+#[derive(Debug, Clone)]
+pub struct EmbedderOptions {
+    /// Threads ONNX Runtime may use inside one operator (intra-op). At least 1.
+    pub threads: usize,
+}
+
+impl Default for EmbedderOptions {
+    fn default() -> Self {
+        EmbedderOptions { threads: 1 }
+    }
+}
+
+/// A batch of chips as one contiguous `[N, 3, 150, 150]` `f32` buffer.
+#[derive(Debug, Clone, Default)]
+pub struct ChipBatch {
+    data: Vec<f32>,
+}
+
+impl ChipBatch {
+    /// An empty batch.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// An empty batch with room for `n` chips.
+    pub fn with_capacity(n: usize) -> Self {
+        ChipBatch {
+            data: Vec::with_capacity(n * CHIP_VALUES),
+        }
+    }
+
+    /// Appends a 150×150 RGB chip.
+    pub fn push(&mut self, chip: &RgbImage) -> Result<(), ChipSizeError> {
+        let start = self.data.len();
+        self.data.resize(start + CHIP_VALUES, 0.0);
+        if let Err(e) = chip_to_planar(chip, &mut self.data[start..]) {
+            self.data.truncate(start);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Number of chips.
+    pub fn len(&self) -> usize {
+        self.data.len() / CHIP_VALUES
+    }
+
+    /// True when the batch holds no chip.
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+
+    /// Removes every chip, keeping the allocation.
+    pub fn clear(&mut self) {
+        self.data.clear();
+    }
+
+    /// The raw buffer.
+    pub fn as_slice(&self) -> &[f32] {
+        &self.data
+    }
+}
+
+/// Embeddings of a batch, one row per chip, in one contiguous buffer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Embeddings {
+    /// Length of each row.
+    pub dim: usize,
+    /// Row-major values.
+    pub data: Vec<f32>,
+}
+
+impl Embeddings {
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        if self.dim == 0 {
+            0
+        } else {
+            self.data.len() / self.dim
+        }
+    }
+
+    /// True when there is no row.
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+
+    /// Row `i`.
+    pub fn row(&self, i: usize) -> &[f32] {
+        &self.data[i * self.dim..(i + 1) * self.dim]
+    }
+
+    /// Iterates over the rows.
+    pub fn rows(&self) -> impl Iterator<Item = &[f32]> {
+        self.data.chunks_exact(self.dim.max(1))
+    }
+}
+
+/// The process-wide ONNX Runtime environment (ONNX Runtime allows one per process).
+static RUNTIME: OnceLock<Result<ort::environment::Environment, String>> = OnceLock::new();
+
+/// Loads ONNX Runtime from `library` (or the default location) once per process.
+/// Later calls return the first result whatever library they name.
+pub fn init_runtime(library: Option<&Path>) -> Result<(), EmbedError> {
+    let path = match library
+        .map(Path::to_path_buf)
+        .or_else(crate::paths::ort_library)
+    {
+        Some(p) => p,
+        None => {
+            if RUNTIME.get().is_none() {
+                return Err(EmbedError::RuntimeMissing);
+            }
+            PathBuf::new()
+        }
+    };
+    let result = RUNTIME.get_or_init(|| {
+        if !path.is_file() {
+            return Err(format!("{} does not exist", path.display()));
+        }
+        let builder = ort::init_from(&path).map_err(|e| format!("{} ({e})", path.display()))?;
+        builder
+            .with_name("twin")
+            .build()
+            .map_err(|e| format!("{} ({e})", path.display()))
+    });
+    match result {
+        Ok(_) => Ok(()),
+        Err(message) => Err(EmbedError::RuntimeLoad {
+            path,
+            message: message.clone(),
+        }),
+    }
+}
+
+fn runtime() -> Result<&'static ort::environment::Environment, EmbedError> {
+    init_runtime(None)?;
+    match RUNTIME.get() {
+        Some(Ok(env)) => Ok(env),
+        _ => Err(EmbedError::RuntimeMissing),
+    }
+}
+
+/// An ONNX embedding model loaded into one ONNX Runtime session.
+pub struct Embedder {
+    session: Mutex<ort::session::Session>,
+    path: PathBuf,
+    dim: usize,
+}
+
+impl Embedder {
+    /// Loads `model` (input `chips` `[N,3,150,150]`, output `embedding` `[N,D]`).
+    pub fn open(model: &Path, options: &EmbedderOptions) -> Result<Self, EmbedError> {
+        if !model.is_file() {
+            return Err(EmbedError::ModelMissing(model.to_path_buf()));
+        }
+        let env = runtime()?;
+        let load = |e: ort::Error| EmbedError::ModelLoad {
+            path: model.to_path_buf(),
+            message: e.to_string(),
+        };
+        let session = ort::session::Session::builder(env)
+            .map_err(load)?
+            .with_intra_threads(options.threads.max(1))
+            .map_err(|e| load(e.into()))?
+            .with_inter_threads(1)
+            .map_err(|e| load(e.into()))?
+            .commit_from_file(model)
+            .map_err(load)?;
+        let interface = |message: String| EmbedError::Interface {
+            path: model.to_path_buf(),
+            message,
+        };
+        if !session.inputs().iter().any(|i| i.name() == INPUT_NAME) {
+            return Err(interface(format!("no input named \"{INPUT_NAME}\"")));
+        }
+        let out = session
+            .outputs()
+            .iter()
+            .find(|o| o.name() == EMBEDDING_OUTPUT)
+            .ok_or_else(|| interface(format!("no output named \"{EMBEDDING_OUTPUT}\"")))?;
+        let dim = match out.dtype() {
+            ort::value::ValueType::Tensor { shape, .. } if shape.len() == 2 && shape[1] > 0 => {
+                shape[1] as usize
+            }
+            other => {
+                return Err(interface(format!(
+                    "output \"{EMBEDDING_OUTPUT}\" is {other:?}, expected [N, D] floats"
+                )))
+            }
+        };
+        Ok(Embedder {
+            session: Mutex::new(session),
+            path: model.to_path_buf(),
+            dim,
+        })
+    }
+
+    /// Length of the embeddings this model produces.
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// The model file this engine was loaded from.
+    pub fn model_path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Embeds every chip of `batch`, in order.
+    pub fn embed(&self, batch: &ChipBatch) -> Result<Embeddings, EmbedError> {
+        let n = batch.len();
+        if n == 0 {
+            return Ok(Embeddings {
+                dim: self.dim,
+                data: Vec::new(),
+            });
+        }
+        let run = |e: ort::Error| EmbedError::Run(e.to_string());
+        let shape = [n as i64, 3, CHIP_SIZE as i64, CHIP_SIZE as i64];
+        let input =
+            ort::value::TensorRef::from_array_view((shape, batch.as_slice())).map_err(run)?;
+        let mut session = self.session.lock().unwrap_or_else(|p| p.into_inner());
+        let outputs = session
+            .run(ort::inputs![INPUT_NAME => input])
+            .map_err(run)?;
+        let (out_shape, values) = outputs[EMBEDDING_OUTPUT]
+            .try_extract_tensor::<f32>()
+            .map_err(run)?;
+        if out_shape.len() != 2 || out_shape[0] as usize != n || out_shape[1] as usize != self.dim {
+            return Err(EmbedError::Run(format!(
+                "unexpected output shape {out_shape:?} for a batch of {n}"
+            )));
+        }
+        Ok(Embeddings {
+            dim: self.dim,
+            data: values.to_vec(),
+        })
+    }
+}
