@@ -20,7 +20,7 @@ pub enum ResnetError {
     #[error("the file is empty (0 bytes); expected dlib_face_recognition_resnet_model_v1.dat")]
     Empty,
     /// A record does not match the expected network.
-    #[error("not dlib's face-recognition ResNet: {0}")]
+    #[error("not dlib's face-recognition ResNet")]
     Format(#[from] SerError),
 }
 

@@ -212,7 +212,11 @@ impl<'a> Reader<'a> {
                 return Err(self.error_at(
                     self.pos,
                     format!("{what}: tensor data"),
-                    format!("dims {dims:?} with only {} bytes left", self.remaining()),
+                    format!(
+                        "end of file: dims {dims:?} need {} bytes, only {} are left",
+                        dims.iter().fold(4u128, |a, &d| a.saturating_mul(d as u128)),
+                        self.remaining()
+                    ),
                 ))
             }
         };
