@@ -10,13 +10,6 @@ use serde::Serialize;
 use twin_core::chip::CHIP_SIZE;
 use twin_core::embed::{ChipBatch, Embedder, EmbedderOptions};
 
-/// Images larger than this many bytes are refused before decoding.
-const MAX_IMAGE_BYTES: u64 = 64 * 1024 * 1024;
-/// Decoded images larger than this many pixels on a side are refused.
-const MAX_IMAGE_SIDE: u32 = 16_384;
-/// Decoder memory limit.
-const MAX_DECODE_ALLOC: u64 = 512 * 1024 * 1024;
-
 #[derive(Args)]
 pub struct EmbedArgs {
     /// Image files to embed.
@@ -147,23 +140,10 @@ fn read_list(list: &Path) -> anyhow::Result<Vec<PathBuf>> {
     Ok(paths)
 }
 
-/// Decodes an image under size limits and converts it to RGB.
+/// Decodes an image under the core's limits.
 fn load_chip(path: &Path) -> anyhow::Result<image::RgbImage> {
-    let size = std::fs::metadata(path)
-        .context("cannot read the file")?
-        .len();
-    if size > MAX_IMAGE_BYTES {
-        bail!("the file is {size} bytes; images over {MAX_IMAGE_BYTES} bytes are refused");
-    }
-    let mut reader = image::ImageReader::open(path).context("cannot open the file")?;
-    reader = reader
-        .with_guessed_format()
-        .context("cannot read the file")?;
-    let mut limits = image::Limits::default();
-    limits.max_image_width = Some(MAX_IMAGE_SIDE);
-    limits.max_image_height = Some(MAX_IMAGE_SIDE);
-    limits.max_alloc = Some(MAX_DECODE_ALLOC);
-    reader.limits(limits);
-    let img = reader.decode().context("not a decodable image")?;
-    Ok(img.to_rgb8())
+    Ok(twin_core::imageio::decode_file(
+        path,
+        &twin_core::imageio::Limits::default(),
+    )?)
 }

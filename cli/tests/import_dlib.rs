@@ -6,7 +6,11 @@ use std::process::Command;
 fn models_dir() -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../vendor/models");
     let dat = dir.join("dlib_face_recognition_resnet_model_v1.dat");
-    assert!(dat.is_file(), "{} is missing: run scripts/setup", dat.display());
+    assert!(
+        dat.is_file(),
+        "{} is missing: run scripts/setup",
+        dat.display()
+    );
     dir
 }
 
@@ -28,17 +32,29 @@ fn import(bytes: &[u8]) -> (bool, String, Vec<String>) {
         .arg(out_dir.join("backbone.onnx"))
         .output()
         .unwrap();
-    let left: Vec<String> =
-        std::fs::read_dir(&out_dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
-    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned(), left)
+    let left: Vec<String> = std::fs::read_dir(&out_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        left,
+    )
 }
 
 fn assert_refused(bytes: &[u8], expect_in_message: &[&str]) -> String {
     let (ok, stderr, left) = import(bytes);
     assert!(!ok, "import should fail; stderr: {stderr}");
-    assert!(left.is_empty(), "files left behind after a failed import: {left:?}");
+    assert!(
+        left.is_empty(),
+        "files left behind after a failed import: {left:?}"
+    );
     for want in expect_in_message {
-        assert!(stderr.contains(want), "message should mention {want:?}: {stderr}");
+        assert!(
+            stderr.contains(want),
+            "message should mention {want:?}: {stderr}"
+        );
     }
     stderr
 }
@@ -48,7 +64,10 @@ fn imports_the_real_model() {
     let (ok, stderr, left) = import(&resnet_dat());
     assert!(ok, "import failed: {stderr}");
     assert_eq!(left, vec!["backbone.onnx".to_string()]);
-    assert!(stderr.contains("5614592 weights"), "summary should count the weights: {stderr}");
+    assert!(
+        stderr.contains("5614592 weights"),
+        "summary should count the weights: {stderr}"
+    );
     assert!(stderr.contains("14 residual blocks"), "{stderr}");
 }
 
@@ -61,7 +80,10 @@ fn refuses_an_empty_file() {
 fn refuses_a_truncated_file() {
     let dat = resnet_dat();
     let stderr = assert_refused(&dat[..dat.len() / 2], &["end of file", "at byte"]);
-    assert!(stderr.contains("not dlib's face-recognition ResNet"), "{stderr}");
+    assert!(
+        stderr.contains("not dlib's face-recognition ResNet"),
+        "{stderr}"
+    );
     // Also one byte short: the very last tensor record is incomplete.
     assert_refused(&dat[..dat.len() - 1], &["end of file"]);
 }
@@ -88,12 +110,18 @@ fn refuses_flipped_bytes_in_the_loss_header() {
 fn refuses_flipped_bytes_in_a_layer_header() {
     let mut dat = resnet_dat();
     // The first con layer record after the input layer: its name "con_4" is the first one in the file.
-    let pos = dat.windows(5).position(|w| w == b"con_4").expect("a con_4 record");
+    let pos = dat
+        .windows(5)
+        .position(|w| w == b"con_4")
+        .expect("a con_4 record");
     for b in &mut dat[pos..pos + 3] {
         *b ^= 0x5a;
     }
     let stderr = assert_refused(&dat, &["stem con layer name", "at byte"]);
-    assert!(stderr.contains(&format!("at byte {}", pos - 2)), "offset of the bad record: {stderr}");
+    assert!(
+        stderr.contains(&format!("at byte {}", pos - 2)),
+        "offset of the bad record: {stderr}"
+    );
 }
 
 #[test]
@@ -107,7 +135,8 @@ fn refuses_a_flipped_version_number() {
 
 #[test]
 fn refuses_the_five_point_landmark_model() {
-    let sp = std::fs::read(models_dir().join("shape_predictor_5_face_landmarks.dat")).expect("run scripts/setup");
+    let sp = std::fs::read(models_dir().join("shape_predictor_5_face_landmarks.dat"))
+        .expect("run scripts/setup");
     assert_refused(&sp, &["not dlib's face-recognition ResNet", "at byte"]);
 }
 

@@ -10,5 +10,6 @@ pub mod chip;
 pub mod dlib;
 pub mod embed;
 pub mod fsutil;
+pub mod imageio;
 pub mod onnx;
 pub mod paths;

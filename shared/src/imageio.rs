@@ -1,0 +1,212 @@
+//! Decoding photos (JPEG, PNG, WebP) under explicit limits, with EXIF orientation applied.
+//!
+//! Every image the product reads from a user goes through [`decode`]: the format is sniffed
+//! from the bytes (never trusted from a name), the size is bounded before and during decoding,
+//! truncated files are refused rather than filled in, and the result is upright RGB.
+
+use std::io::Cursor;
+use std::path::Path;
+
+use image::{ImageDecoder, ImageFormat, RgbImage};
+
+/// Bounds on what [`decode`] accepts.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest encoded size in bytes.
+    pub max_bytes: u64,
+    /// Largest width or height in pixels.
+    pub max_side: u32,
+    /// Largest number of pixels.
+    pub max_pixels: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_bytes: 32 * 1024 * 1024,
+            max_side: 12_000,
+            max_pixels: 50_000_000,
+        }
+    }
+}
+
+/// Why an image was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    /// The file could not be read.
+    #[error("cannot read the file: {0}")]
+    Io(#[from] std::io::Error),
+    /// Too many bytes.
+    #[error("the image is {size} bytes; at most {max} are accepted")]
+    TooManyBytes {
+        /// Encoded size.
+        size: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// Too many pixels.
+    #[error("the image is {width}×{height} pixels; at most {max_side} on a side and {max_pixels} in all are accepted")]
+    TooLarge {
+        /// Width.
+        width: u32,
+        /// Height.
+        height: u32,
+        /// Side limit.
+        max_side: u32,
+        /// Pixel limit.
+        max_pixels: u64,
+    },
+    /// Not JPEG, PNG or WebP.
+    #[error("not a JPEG, PNG or WebP image")]
+    UnknownFormat,
+    /// The file ends before the image does.
+    #[error("the {0} image is truncated")]
+    Truncated(&'static str),
+    /// The decoder refused the data.
+    #[error("not a decodable image: {0}")]
+    Decode(String),
+}
+
+/// Reads and decodes the image at `path`.
+pub fn decode_file(path: &Path, limits: &Limits) -> Result<RgbImage, ImageError> {
+    let size = std::fs::metadata(path)?.len();
+    if size > limits.max_bytes {
+        return Err(ImageError::TooManyBytes {
+            size,
+            max: limits.max_bytes,
+        });
+    }
+    decode(&std::fs::read(path)?, limits)
+}
+
+/// Decodes an encoded JPEG, PNG or WebP image to upright RGB.
+pub fn decode(bytes: &[u8], limits: &Limits) -> Result<RgbImage, ImageError> {
+    if bytes.len() as u64 > limits.max_bytes {
+        return Err(ImageError::TooManyBytes {
+            size: bytes.len() as u64,
+            max: limits.max_bytes,
+        });
+    }
+    let format = match image::guess_format(bytes) {
+        Ok(f @ (ImageFormat::Jpeg | ImageFormat::Png | ImageFormat::WebP)) => f,
+        _ => return Err(ImageError::UnknownFormat),
+    };
+    if format == ImageFormat::Jpeg && !jpeg_has_end(bytes) {
+        return Err(ImageError::Truncated("JPEG"));
+    }
+    let mut reader = image::ImageReader::with_format(Cursor::new(bytes), format);
+    // The decoder only bounds memory; the pixel limits are checked on the header below, so
+    // that the refusal can say how large the image is.
+    let mut l = image::Limits::default();
+    l.max_alloc = Some(limits.max_pixels.saturating_mul(4).max(1 << 20));
+    reader.limits(l);
+    let mut decoder = reader.into_decoder().map_err(|e| decode_error(e, limits))?;
+    let (width, height) = decoder.dimensions();
+    if width > limits.max_side
+        || height > limits.max_side
+        || width as u64 * height as u64 > limits.max_pixels
+    {
+        return Err(ImageError::TooLarge {
+            width,
+            height,
+            max_side: limits.max_side,
+            max_pixels: limits.max_pixels,
+        });
+    }
+    let orientation = decoder
+        .orientation()
+        .unwrap_or(image::metadata::Orientation::NoTransforms);
+    let mut img =
+        image::DynamicImage::from_decoder(decoder).map_err(|e| decode_error(e, limits))?;
+    img.apply_orientation(orientation);
+    Ok(img.to_rgb8())
+}
+
+fn decode_error(e: image::ImageError, limits: &Limits) -> ImageError {
+    match e {
+        image::ImageError::Limits(_) => ImageError::Decode(format!(
+            "the image exceeds the limits ({} pixels on a side, {} pixels in all)",
+            limits.max_side, limits.max_pixels
+        )),
+        image::ImageError::IoError(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
+            ImageError::Truncated("image")
+        }
+        other => ImageError::Decode(other.to_string()),
+    }
+}
+
+/// True when a JPEG stream ends with its end-of-image marker (allowing trailing padding).
+/// Decoders fill a cut-off JPEG with grey instead of failing; this catches that.
+fn jpeg_has_end(bytes: &[u8]) -> bool {
+    let trimmed = {
+        let mut end = bytes.len();
+        while end > 0 && matches!(bytes[end - 1], 0x00 | b'\n' | b'\r' | b' ' | 0xff) {
+            end -= 1;
+        }
+        &bytes[..end]
+    };
+    let tail = &trimmed[trimmed.len().saturating_sub(64)..];
+    tail.windows(2).any(|w| w == [0xff, 0xd9])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encode(img: &RgbImage, format: ImageFormat) -> Vec<u8> {
+        let mut out = Cursor::new(Vec::new());
+        img.write_to(&mut out, format).unwrap();
+        out.into_inner()
+    }
+
+    fn sample() -> RgbImage {
+        RgbImage::from_fn(40, 30, |x, y| {
+            image::Rgb([(x * 6) as u8, (y * 8) as u8, 100])
+        })
+    }
+
+    #[test]
+    fn decodes_png_and_jpeg() {
+        let img = sample();
+        let png = decode(&encode(&img, ImageFormat::Png), &Limits::default()).unwrap();
+        assert_eq!(png, img);
+        let jpg = decode(&encode(&img, ImageFormat::Jpeg), &Limits::default()).unwrap();
+        assert_eq!(jpg.dimensions(), (40, 30));
+    }
+
+    #[test]
+    fn refuses_garbage_and_truncation() {
+        assert!(matches!(
+            decode(b"hello world", &Limits::default()),
+            Err(ImageError::UnknownFormat)
+        ));
+        let jpg = encode(&sample(), ImageFormat::Jpeg);
+        let e = decode(&jpg[..jpg.len() / 2], &Limits::default()).unwrap_err();
+        assert!(matches!(e, ImageError::Truncated(_)), "{e}");
+        let png = encode(&sample(), ImageFormat::Png);
+        let e = decode(&png[..png.len() - 20], &Limits::default()).unwrap_err();
+        assert!(
+            matches!(e, ImageError::Truncated(_) | ImageError::Decode(_)),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn refuses_images_over_the_limits() {
+        let png = encode(&sample(), ImageFormat::Png);
+        let small = Limits {
+            max_side: 32,
+            ..Limits::default()
+        };
+        let e = decode(&png, &small).unwrap_err();
+        assert!(e.to_string().contains("40×30"), "{e}");
+        let tiny = Limits {
+            max_bytes: 10,
+            ..Limits::default()
+        };
+        assert!(matches!(
+            decode(&png, &tiny),
+            Err(ImageError::TooManyBytes { .. })
+        ));
+    }
+}
