@@ -6,9 +6,5 @@
 //! ([`chip`]). The `twin` binary and the Lambda functions are thin hosts around it; no AWS,
 //! Lambda or ONNX Runtime type appears in its public signatures.
 
-pub mod chip;
 pub mod dlib;
-pub mod embed;
-pub mod fsutil;
-pub mod onnx;
-pub mod paths;
+pub mod face;
