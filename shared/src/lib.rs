@@ -2,13 +2,15 @@
 //!
 //! Everything the product does with faces lives here, independent of where it runs: reading
 //! dlib's model files ([`dlib`]), building ONNX graphs from them ([`onnx`]), running them with
-//! ONNX Runtime behind a core-owned API ([`embed`]), and the image helpers they share
-//! ([`chip`]). The `twin` binary and the Lambda functions are thin hosts around it; no AWS,
-//! Lambda or ONNX Runtime type appears in its public signatures.
+//! ONNX Runtime behind a core-owned API ([`embed`]), decoding images under limits
+//! ([`imageio`]), and finding, aligning and cutting faces ([`face`]). The `twin` binary and the
+//! Lambda functions are thin hosts around it; no AWS, Lambda or ONNX Runtime type appears in
+//! its public signatures.
 
 pub mod chip;
 pub mod dlib;
 pub mod embed;
+pub mod face;
 pub mod fsutil;
 pub mod imageio;
 pub mod onnx;
