@@ -12,8 +12,10 @@
 //! Coordinates follow dlib: x to the right, y down, integer rectangles with inclusive edges.
 
 pub mod chip;
+pub mod detect;
 pub mod geometry;
 pub mod landmarks;
+pub mod pipeline;
 
 pub use chip::{extract_chip, face_chip, face_chip_details, ChipDetails, CHIP_PADDING, CHIP_SIZE};
 pub use landmarks::{ShapePredictor, ShapePredictorError};
