@@ -5,6 +5,7 @@
 //! to standard error.
 
 mod embed;
+mod eval;
 mod model;
 
 use std::path::PathBuf;
@@ -29,6 +30,17 @@ enum Command {
     },
     /// Embed faces and print one JSON line per input: {"path", "faces": [{"box", "landmarks", "embedding"}]}.
     Embed(embed::EmbedArgs),
+    /// Measure accuracy.
+    Eval {
+        #[command(subcommand)]
+        command: EvalCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum EvalCommand {
+    /// Verification accuracy on an LFW-style pairs.txt (10-fold, threshold chosen on the other folds).
+    Pairs(eval::PairsArgs),
 }
 
 #[derive(Subcommand)]
@@ -57,6 +69,9 @@ fn main() -> ExitCode {
             command: ModelCommand::ImportDlib { dat, output },
         } => model::import_dlib(&dat, &output),
         Command::Embed(args) => embed::run(args),
+        Command::Eval {
+            command: EvalCommand::Pairs(args),
+        } => eval::pairs(args),
     };
     match result {
         Ok(code) => code,

@@ -10,6 +10,7 @@
 pub mod chip;
 pub mod dlib;
 pub mod embed;
+pub mod eval;
 pub mod face;
 pub mod fsutil;
 pub mod imageio;
