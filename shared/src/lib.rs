@@ -14,5 +14,8 @@ pub mod eval;
 pub mod face;
 pub mod fsutil;
 pub mod imageio;
+pub mod keys;
+pub mod messages;
 pub mod onnx;
 pub mod paths;
+pub mod store;
