@@ -8,11 +8,13 @@
 //! its public signatures.
 
 pub mod chip;
+pub mod dataset;
 pub mod dlib;
 pub mod embed;
 pub mod eval;
 pub mod face;
 pub mod fsutil;
+pub mod gallery;
 pub mod imageio;
 pub mod keys;
 pub mod messages;

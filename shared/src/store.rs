@@ -6,7 +6,6 @@
 //! unchecked input. Conditional writes ([`Condition`]) make pointer updates safe against
 //! concurrent writers.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// A failure of the store.
