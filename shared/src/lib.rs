@@ -20,4 +20,5 @@ pub mod keys;
 pub mod messages;
 pub mod onnx;
 pub mod paths;
+pub mod queue;
 pub mod store;
