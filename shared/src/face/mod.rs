@@ -14,6 +14,8 @@
 pub mod chip;
 pub mod geometry;
 pub mod landmarks;
+pub mod quality;
+pub mod video;
 
 pub use chip::{extract_chip, face_chip, face_chip_details, ChipDetails, CHIP_PADDING, CHIP_SIZE};
 pub use landmarks::{ShapePredictor, ShapePredictorError};
