@@ -33,6 +33,9 @@ pub enum RejectReason {
     TooBright,
     /// The head is turned or tilted too far for the landmarks and the embedding to be trusted.
     ExtremePose,
+    /// Not the video's main person: someone else in shot, or a box on something that is not a
+    /// face (see [`main_identity`]).
+    OtherPerson,
     /// Looks the same as a frame already kept.
     NearDuplicate,
     /// Acceptable, but more than the most frames kept were acceptable and others were chosen.
@@ -41,7 +44,7 @@ pub enum RejectReason {
 
 impl RejectReason {
     /// Every reason, in report order.
-    pub const ALL: [RejectReason; 9] = [
+    pub const ALL: [RejectReason; 10] = [
         RejectReason::NoFace,
         RejectReason::SeveralFaces,
         RejectReason::FaceTooSmall,
@@ -49,6 +52,7 @@ impl RejectReason {
         RejectReason::TooDark,
         RejectReason::TooBright,
         RejectReason::ExtremePose,
+        RejectReason::OtherPerson,
         RejectReason::NearDuplicate,
         RejectReason::OverLimit,
     ];
@@ -63,6 +67,7 @@ impl RejectReason {
             RejectReason::TooDark => "too_dark",
             RejectReason::TooBright => "too_bright",
             RejectReason::ExtremePose => "extreme_pose",
+            RejectReason::OtherPerson => "other_person",
             RejectReason::NearDuplicate => "near_duplicate",
             RejectReason::OverLimit => "over_limit",
         }
@@ -222,6 +227,71 @@ impl Thumbnail {
     }
 }
 
+/// Two chips whose embeddings are closer than this show the same person: dlib's own threshold
+/// for its face-recognition network (Euclidean distance of raw embeddings).
+pub const SAME_PERSON_DISTANCE: f32 = 0.6;
+
+/// Euclidean distance between two embeddings.
+pub fn embedding_distance(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y) * (x - y))
+        .sum::<f32>()
+        .sqrt()
+}
+
+/// A face is the main person's when its embedding is within this of the main person's mean
+/// embedding ([`main_identity`]). Distances to a mean of many frames run shorter than between
+/// two frames: on the clip, the singer's 21 accepted frames lie 0.27–0.44 from their mean, while
+/// the cascade's boxes on a hand, on the dark audience and on a woman in it lie 0.58–0.77.
+pub const MAIN_PERSON_RADIUS: f32 = 0.5;
+
+/// Which faces show the main person of a set: a keep flag per embedding.
+///
+/// The anchor is the face with the most others within `pair` (two faces of one person:
+/// [`SAME_PERSON_DISTANCE`]; ties: the smaller sum of distances to all); the main person is the
+/// mean embedding of the anchor and those neighbours; a face is kept when it lies within
+/// `radius` ([`MAIN_PERSON_RADIUS`]) of that mean. The mean of many frames sits nearer the
+/// person's true embedding than any one frame, so it is a steadier reference than the anchor
+/// itself, and a lone box on a hand or a passer-by cannot become the anchor while the person
+/// is in most frames.
+pub fn main_identity(embeddings: &[Vec<f32>], pair: f32, radius: f32) -> Vec<bool> {
+    let n = embeddings.len();
+    if n == 0 {
+        return Vec::new();
+    }
+    let mut dist = vec![0f32; n * n];
+    for i in 0..n {
+        for j in i + 1..n {
+            let d = embedding_distance(&embeddings[i], &embeddings[j]);
+            dist[i * n + j] = d;
+            dist[j * n + i] = d;
+        }
+    }
+    let row = |i: usize| &dist[i * n..(i + 1) * n];
+    let neighbours = |i: usize| row(i).iter().filter(|&&d| d < pair).count();
+    let total = |i: usize| row(i).iter().map(|&d| f64::from(d)).sum::<f64>();
+    let anchor = (0..n)
+        .min_by(|&a, &b| {
+            neighbours(b)
+                .cmp(&neighbours(a))
+                .then(total(a).total_cmp(&total(b)))
+        })
+        .expect("n > 0");
+    let members: Vec<usize> = (0..n).filter(|&j| row(anchor)[j] < pair).collect();
+    let dim = embeddings[anchor].len();
+    let mut mean = vec![0f32; dim];
+    for &j in &members {
+        for (m, v) in mean.iter_mut().zip(&embeddings[j]) {
+            *m += v / members.len() as f32;
+        }
+    }
+    embeddings
+        .iter()
+        .map(|e| embedding_distance(e, &mean) < radius)
+        .collect()
+}
+
 /// The gate's thresholds. The defaults are the named constants below.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct Thresholds {
@@ -239,6 +309,10 @@ pub struct Thresholds {
     pub max_brightness: f32,
     /// [`MIN_SHARPNESS`].
     pub min_sharpness: f32,
+    /// [`SAME_PERSON_DISTANCE`].
+    pub same_person_distance: f32,
+    /// [`MAIN_PERSON_RADIUS`].
+    pub main_person_radius: f32,
     /// [`NEAR_DUPLICATE_MAD`].
     pub near_duplicate_mad: f32,
     /// [`TURNED_YAW`].
@@ -255,6 +329,8 @@ impl Default for Thresholds {
             min_brightness: MIN_BRIGHTNESS,
             max_brightness: MAX_BRIGHTNESS,
             min_sharpness: MIN_SHARPNESS,
+            same_person_distance: SAME_PERSON_DISTANCE,
+            main_person_radius: MAIN_PERSON_RADIUS,
             near_duplicate_mad: NEAR_DUPLICATE_MAD,
             turned_yaw: TURNED_YAW,
         }
@@ -388,9 +464,10 @@ fn by_score(scores: &[f32]) -> Vec<usize> {
 }
 
 /// Chooses at most `n` faces spread over the head-turn: the yaw range is cut into `n` equal
-/// bins and the bins are visited round after round, each giving its best (highest `score`)
-/// face not yet chosen, until `n` are chosen or none is left. So both extremes of the turn are
-/// always kept, then the densest poses fill in by quality. Returns indices in input order.
+/// bins, visited round after round, each giving its best (highest `score`) face not yet chosen
+/// until `n` are chosen — except that in the first round the outer bins give their most turned
+/// face, so the kept set always spans the whole turn. Sparse poses are covered before dense
+/// ones get a second face. Returns indices in input order.
 pub fn select_spread(yaws: &[f64], scores: &[f32], n: usize) -> Vec<usize> {
     assert_eq!(yaws.len(), scores.len());
     if yaws.len() <= n {
@@ -399,8 +476,10 @@ pub fn select_spread(yaws: &[f64], scores: &[f32], n: usize) -> Vec<usize> {
     if n == 0 {
         return Vec::new();
     }
-    let lo = yaws.iter().copied().fold(f64::INFINITY, f64::min);
-    let hi = yaws.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let by_yaw = |a: &usize, b: &usize| yaws[*a].total_cmp(&yaws[*b]).then(a.cmp(b));
+    let lowest = (0..yaws.len()).min_by(by_yaw).expect("yaws.len() > n > 0");
+    let highest = (0..yaws.len()).max_by(by_yaw).expect("yaws.len() > n > 0");
+    let (lo, hi) = (yaws[lowest], yaws[highest]);
     let width = (hi - lo) / n as f64;
     let mut bins: Vec<Vec<usize>> = vec![Vec::new(); n];
     for i in by_score(scores) {
@@ -411,14 +490,20 @@ pub fn select_spread(yaws: &[f64], scores: &[f32], n: usize) -> Vec<usize> {
         };
         bins[b].push(i);
     }
-    let mut chosen = Vec::with_capacity(n);
+    for (b, extreme) in [(n - 1, highest), (0, lowest)] {
+        if let Some(pos) = bins[b].iter().position(|&i| i == extreme) {
+            let i = bins[b].remove(pos);
+            bins[b].insert(0, i);
+        }
+    }
+    let mut chosen: Vec<usize> = Vec::with_capacity(n);
     let mut round = 0;
-    while chosen.len() < n {
+    'fill: loop {
         for bin in &bins {
             if let Some(&i) = bin.get(round) {
                 chosen.push(i);
                 if chosen.len() == n {
-                    break;
+                    break 'fill;
                 }
             }
         }
@@ -679,13 +764,18 @@ mod tests {
         scores.push(0.1);
         let chosen = select_spread(&yaws, &scores, 4);
         assert_eq!(chosen, vec![8, 9, 10, 11]);
+        // The extremes are kept even when they are the worst of their bins.
+        let yaws = [-30.0, -29.0, 0.0, 29.0, 30.0];
+        let scores = [1.0, 5.0, 3.0, 5.0, 1.0];
+        assert_eq!(select_spread(&yaws, &scores, 3), vec![0, 2, 4]);
+        assert_eq!(select_spread(&yaws, &scores, 1), vec![0]);
         // Fewer faces than places: all of them.
         assert_eq!(select_spread(&[1.0, 2.0], &[1.0, 1.0], 30), vec![0, 1]);
         assert!(select_spread(&[1.0, 2.0], &[1.0, 1.0], 0).is_empty());
-        // All at one yaw: the best n.
+        // All at one yaw: the first (the "extreme"), then the best.
         assert_eq!(
             select_spread(&[5.0; 4], &[1.0, 4.0, 3.0, 2.0], 2),
-            vec![1, 2]
+            vec![0, 1]
         );
     }
 
@@ -694,12 +784,9 @@ mod tests {
         // 61 faces from −30° to +30°, equal quality: 7 chosen, one per bin of 60/7 degrees.
         let yaws: Vec<f64> = (0..=60).map(|i| i as f64 - 30.0).collect();
         let chosen = select_spread(&yaws, &vec![1.0; yaws.len()], 7);
-        assert_eq!(chosen.len(), 7);
         let picked: Vec<f64> = chosen.iter().map(|&i| yaws[i]).collect();
-        assert_eq!(picked.first(), Some(&-30.0));
-        for w in picked.windows(2) {
-            assert!(w[1] - w[0] >= 6.0 && w[1] - w[0] <= 12.0, "{picked:?}");
-        }
+        // Equal scores take the first face of each bin; the last bin gives its extreme.
+        assert_eq!(picked, [-30.0, -21.0, -12.0, -4.0, 5.0, 13.0, 30.0]);
     }
 
     #[test]
@@ -716,5 +803,53 @@ mod tests {
         for r in RejectReason::ALL {
             assert_eq!(serde_json::to_string(&r).unwrap(), format!("\"{r}\""));
         }
+    }
+    /// Unit-ish vectors: a person is a point, frames scatter around it.
+    fn emb(centre: f32, offset: f32) -> Vec<f32> {
+        let mut v = vec![0f32; 4];
+        v[0] = centre;
+        v[1] = offset;
+        v
+    }
+
+    #[test]
+    fn main_identity_keeps_the_majority_person() {
+        // Five frames of A scattered ±0.2 around 0; a hand at 0.7 off; B twice at 1.5.
+        let e = vec![
+            emb(0.0, 0.2),
+            emb(0.0, -0.2),
+            emb(0.1, 0.0),
+            emb(-0.1, 0.1),
+            emb(0.0, 0.0),
+            emb(0.7, 0.0),
+            emb(1.5, 0.0),
+            emb(1.5, 0.1),
+        ];
+        assert_eq!(
+            main_identity(&e, SAME_PERSON_DISTANCE, MAIN_PERSON_RADIUS),
+            [true, true, true, true, true, false, false, false]
+        );
+        assert!(main_identity(&[], 0.6, 0.5).is_empty());
+        assert_eq!(main_identity(&[emb(3.0, 0.0)], 0.6, 0.5), [true]);
+    }
+
+    #[test]
+    fn main_identity_measures_from_the_mean_not_the_anchor() {
+        // The anchor's neighbourhood reaches a face 0.45 away, but that face is 0.54 from the
+        // neighbourhood's mean and is dropped, while one 0.55 away on the other side is kept.
+        let e = vec![
+            emb(0.0, 0.0),
+            emb(0.55, 0.0),
+            emb(0.27, 0.0),
+            emb(-0.45, 0.0),
+        ];
+        // Neighbours within 0.6: 0 → {1, 2, 3}, 1 → {0, 2}, 2 → {0, 1}, 3 → {0}: anchor 0,
+        // mean of all four = 0.0925; distances 0.09, 0.46, 0.18, 0.54.
+        assert_eq!(main_identity(&e, 0.6, 0.5), [true, true, true, false]);
+    }
+
+    #[test]
+    fn embedding_distance_is_euclidean() {
+        assert_eq!(embedding_distance(&[0.0, 3.0], &[4.0, 0.0]), 5.0);
     }
 }
