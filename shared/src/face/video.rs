@@ -319,13 +319,11 @@ impl FrameSampler {
 
     /// The time of the frame just grabbed (index `i`), in milliseconds.
     fn frame_ms(&self, i: u64) -> f64 {
-        match self.info.fps {
-            Some(fps) => i as f64 * 1000.0 / fps,
-            None => match self.cap.get(videoio::CAP_PROP_POS_MSEC) {
-                Ok(t) if t.is_finite() && t >= 0.0 => t,
-                _ => i as f64 * 1000.0 / FALLBACK_FPS,
-            },
-        }
+        let decoder_ms = match self.info.fps {
+            Some(_) => None,
+            None => self.cap.get(videoio::CAP_PROP_POS_MSEC).ok(),
+        };
+        frame_time_ms(i, self.info.fps, decoder_ms)
     }
 
     /// Decodes up to the next sampled frame.
@@ -396,6 +394,21 @@ impl Iterator for FrameSampler {
 
 impl std::iter::FusedIterator for FrameSampler {}
 
+/// The time of frame `index` in milliseconds: index × 1000 / fps when the rate is known; else
+/// the decoder's timestamp when it is a plausible one; else index × 1000 / [`FALLBACK_FPS`].
+pub fn frame_time_ms(index: u64, fps: Option<f64>, decoder_ms: Option<f64>) -> f64 {
+    match (plausible_fps(fps), decoder_ms) {
+        (Some(fps), _) => index as f64 * 1000.0 / fps,
+        (None, Some(t)) if t.is_finite() && t >= 0.0 => t,
+        _ => index as f64 * 1000.0 / FALLBACK_FPS,
+    }
+}
+
+/// The frame rate when it is usable: finite and in (0, [`MAX_PLAUSIBLE_FPS`]].
+fn plausible_fps(fps: Option<f64>) -> Option<f64> {
+    fps.filter(|f| f.is_finite() && *f > 0.0 && *f <= MAX_PLAUSIBLE_FPS)
+}
+
 fn read_info(cap: &VideoCapture) -> Result<VideoInfo, VideoError> {
     let prop = |id| cap.get(id).ok().filter(|v| v.is_finite());
     let side = |id| {
@@ -405,7 +418,7 @@ fn read_info(cap: &VideoCapture) -> Result<VideoInfo, VideoError> {
     };
     let width = side(videoio::CAP_PROP_FRAME_WIDTH);
     let height = side(videoio::CAP_PROP_FRAME_HEIGHT);
-    let fps = prop(videoio::CAP_PROP_FPS).filter(|f| *f > 0.0 && *f <= MAX_PLAUSIBLE_FPS);
+    let fps = plausible_fps(prop(videoio::CAP_PROP_FPS));
     let frame_count = prop(videoio::CAP_PROP_FRAME_COUNT)
         .filter(|n| *n >= 1.0 && *n < 1e12)
         .map(|n| n as u64);
@@ -487,6 +500,27 @@ mod tests {
         assert!(msg(b"").contains("empty file"));
         assert!(msg(b"RIFF\0\0\0\0AVI LIST").contains("AVI"));
         assert_eq!(msg(b"hello world, no"), "not an MP4, MOV or WebM video");
+    }
+
+    #[test]
+    fn frame_times() {
+        // 29.97 fps: frame 3 is at 100.1 ms.
+        assert!((frame_time_ms(3, Some(29.97), None) - 100.1).abs() < 1e-3);
+        // The decoder's timestamp only when the rate is unusable.
+        assert_eq!(frame_time_ms(3, Some(25.0), Some(999.0)), 120.0);
+        for bad in [
+            None,
+            Some(0.0),
+            Some(-5.0),
+            Some(f64::NAN),
+            Some(f64::INFINITY),
+            Some(90_000.0),
+        ] {
+            assert_eq!(frame_time_ms(3, bad, Some(140.0)), 140.0, "{bad:?}");
+            assert_eq!(frame_time_ms(3, bad, None), 100.0, "{bad:?}");
+            assert_eq!(frame_time_ms(3, bad, Some(-1.0)), 100.0, "{bad:?}");
+            assert_eq!(frame_time_ms(3, bad, Some(f64::NAN)), 100.0, "{bad:?}");
+        }
     }
 
     #[test]
