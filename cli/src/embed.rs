@@ -9,12 +9,14 @@ use clap::Args;
 use serde::Serialize;
 use twin_core::chip::CHIP_SIZE;
 use twin_core::embed::{ChipBatch, Embedder, EmbedderOptions};
+use twin_core::face::pipeline::{cut_chip, FacePipeline, FaceSource, FoundFace, PipelineOptions};
 
 #[derive(Args)]
 pub struct EmbedArgs {
     /// Image files to embed.
     paths: Vec<PathBuf>,
     /// The inputs are 150×150 aligned face chips (as dlib cuts them): embed them whole.
+    /// Without it every input is a photo: each face found is detected, aligned and embedded.
     #[arg(long)]
     chips: bool,
     /// Read more input paths from FILE, one per line ("-" for standard input).
@@ -34,7 +36,11 @@ pub struct EmbedArgs {
 #[derive(Serialize)]
 struct Face<'a> {
     #[serde(rename = "box")]
-    bbox: [u32; 4],
+    bbox: [i64; 4],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    landmarks: Option<[[i64; 2]; 5]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    found_by: Option<FaceSource>,
     embedding: &'a [f32],
 }
 
@@ -54,9 +60,6 @@ pub fn run(args: EmbedArgs) -> anyhow::Result<ExitCode> {
     if paths.is_empty() {
         bail!("no input: name image files or --list FILE");
     }
-    if !args.chips {
-        bail!("only aligned 150×150 chips can be embedded by this command: pass --chips");
-    }
     let model = args
         .model
         .clone()
@@ -67,32 +70,63 @@ pub fn run(args: EmbedArgs) -> anyhow::Result<ExitCode> {
             threads: args.threads,
         },
     )?;
+    let pipeline = if args.chips {
+        None
+    } else {
+        Some(FacePipeline::open(
+            &twin_core::paths::models_dir(),
+            &PipelineOptions::default(),
+        )?)
+    };
     let batch_size = args.batch.max(1);
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut failures = 0usize;
     for group in paths.chunks(batch_size) {
         let mut batch = ChipBatch::with_capacity(group.len());
-        let mut slots: Vec<Result<usize, String>> = Vec::with_capacity(group.len());
+        // Per input: the faces (with the row of each in the batch), or why it failed.
+        let mut slots: Vec<Result<Vec<(Option<FoundFace>, usize)>, String>> =
+            Vec::with_capacity(group.len());
         for p in group {
-            match load_chip(p) {
-                Ok(img) => match batch.push(&img) {
-                    Ok(()) => slots.push(Ok(batch.len() - 1)),
-                    Err(e) => slots.push(Err(e.to_string())),
-                },
-                Err(e) => slots.push(Err(format!("{e:#}"))),
-            }
+            let faces = load_image(p).and_then(|img| match &pipeline {
+                None => {
+                    batch.push(&img)?;
+                    Ok(vec![(None, batch.len() - 1)])
+                }
+                Some(pipeline) => {
+                    let found = pipeline.find_faces(&img)?;
+                    Ok(found
+                        .into_iter()
+                        .map(|f| {
+                            // A chip is always 150×150, so pushing it cannot fail.
+                            let _ = batch.push(&cut_chip(&img, &f));
+                            (Some(f), batch.len() - 1)
+                        })
+                        .collect())
+                }
+            });
+            slots.push(faces.map_err(|e| format!("{e:#}")));
         }
         let embeddings = embedder.embed(&batch)?;
         for (p, slot) in group.iter().zip(slots) {
             let path = p.to_string_lossy();
             let line = match slot {
-                Ok(i) => Line {
+                Ok(faces) => Line {
                     path: &path,
-                    faces: vec![Face {
-                        bbox: [0, 0, CHIP_SIZE as u32, CHIP_SIZE as u32],
-                        embedding: embeddings.row(i),
-                    }],
+                    faces: faces
+                        .iter()
+                        .map(|(f, row)| Face {
+                            bbox: f.as_ref().map(|f| f.bbox).unwrap_or([
+                                0,
+                                0,
+                                CHIP_SIZE as i64,
+                                CHIP_SIZE as i64,
+                            ]),
+                            landmarks: f.as_ref().map(|f| f.landmarks.map(|p| [p.x, p.y])),
+                            found_by: f.as_ref().map(|f| f.source),
+                            embedding: embeddings.row(*row),
+                        })
+                        .collect(),
                     error: None,
                 },
                 Err(e) => {
@@ -141,7 +175,7 @@ fn read_list(list: &Path) -> anyhow::Result<Vec<PathBuf>> {
 }
 
 /// Decodes an image under the core's limits.
-fn load_chip(path: &Path) -> anyhow::Result<image::RgbImage> {
+fn load_image(path: &Path) -> anyhow::Result<image::RgbImage> {
     Ok(twin_core::imageio::decode_file(
         path,
         &twin_core::imageio::Limits::default(),

@@ -27,7 +27,7 @@ enum Command {
         #[command(subcommand)]
         command: ModelCommand,
     },
-    /// Embed faces and print one JSON line per input: {"path", "faces": [{"box", "embedding"}]}.
+    /// Embed faces and print one JSON line per input: {"path", "faces": [{"box", "landmarks", "embedding"}]}.
     Embed(embed::EmbedArgs),
 }
 

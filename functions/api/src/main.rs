@@ -16,7 +16,12 @@ impl From<Unsupported> for Diagnostic {
     fn from(_: Unsupported) -> Self {
         Diagnostic {
             error_type: "Unsupported".into(),
-            error_message: concat!("twin api ", env!("CARGO_PKG_VERSION"), " does not process events; deploy a release whose api function does").into(),
+            error_message: concat!(
+                "twin api ",
+                env!("CARGO_PKG_VERSION"),
+                " does not process events; deploy a release whose api function does"
+            )
+            .into(),
         }
     }
 }
@@ -31,8 +36,12 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     lambda_runtime::tracing::init_default_subscriber();
     // The embedding engine is built once per container, before the first event.
     let model = twin_core::paths::default_backbone();
-    let threads = std::env::var("TWIN_THREADS").ok().and_then(|v| v.parse().ok()).unwrap_or(1);
-    let embedder = twin_core::embed::Embedder::open(&model, &twin_core::embed::EmbedderOptions { threads })?;
+    let threads = std::env::var("TWIN_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    let embedder =
+        twin_core::embed::Embedder::open(&model, &twin_core::embed::EmbedderOptions { threads })?;
     tracing::info!(model = %model.display(), dim = embedder.dim(), "embedding engine ready");
 
     lambda_runtime::run(service_fn(handle)).await

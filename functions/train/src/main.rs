@@ -16,7 +16,12 @@ impl From<Unsupported> for Diagnostic {
     fn from(_: Unsupported) -> Self {
         Diagnostic {
             error_type: "Unsupported".into(),
-            error_message: concat!("twin train ", env!("CARGO_PKG_VERSION"), " does not process events; deploy a release whose train function does").into(),
+            error_message: concat!(
+                "twin train ",
+                env!("CARGO_PKG_VERSION"),
+                " does not process events; deploy a release whose train function does"
+            )
+            .into(),
         }
     }
 }

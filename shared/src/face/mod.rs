@@ -12,9 +12,11 @@
 //! Coordinates follow dlib: x to the right, y down, integer rectangles with inclusive edges.
 
 pub mod chip;
+pub mod detect;
 pub mod enroll;
 pub mod geometry;
 pub mod landmarks;
+pub mod pipeline;
 pub mod quality;
 pub mod video;
 

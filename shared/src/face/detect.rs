@@ -1,0 +1,234 @@
+//! Face detection with OpenCV's Haar cascade, and the mapping from its boxes to the box
+//! convention dlib's 5-point predictor was trained on.
+//!
+//! The cascade is Debian's `haarcascade_frontalface_default.xml` (package `opencv-data`). Large
+//! images are scaled down before detection (the cascade's cost grows with the pixel count and
+//! faces in photos are rarely under 1/12 of the shorter side); boxes are scaled back.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use image::RgbImage;
+use opencv::core::{Mat, Size, Vector};
+use opencv::prelude::*;
+
+use super::Rect;
+
+/// Where Debian's `opencv-data` installs the frontal-face cascade.
+pub const DEFAULT_CASCADE: &str =
+    "/usr/share/opencv4/haarcascades/haarcascade_frontalface_default.xml";
+
+/// Why detection could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum DetectError {
+    /// The cascade file is missing.
+    #[error("face cascade {0} not found (Debian package opencv-data; scripts/setup installs it)")]
+    CascadeMissing(PathBuf),
+    /// OpenCV refused the cascade or the image.
+    #[error("OpenCV: {0}")]
+    OpenCv(String),
+}
+
+impl From<opencv::Error> for DetectError {
+    fn from(e: opencv::Error) -> Self {
+        DetectError::OpenCv(e.message)
+    }
+}
+
+/// Cascade parameters. The defaults were chosen on `../shared/data` (see `docs/FACES.md`).
+#[derive(Debug, Clone)]
+pub struct DetectorParams {
+    /// Scale step between pyramid levels.
+    pub scale_factor: f64,
+    /// Overlapping raw detections needed to keep a face.
+    pub min_neighbors: i32,
+    /// Smallest face side searched, in pixels of the (possibly scaled-down) detection image.
+    pub min_face: i32,
+    /// Images whose longer side exceeds this are scaled down to it before detection.
+    pub max_side: u32,
+    /// Equalise the grey histogram before detecting.
+    pub equalize: bool,
+    /// How cascade boxes map to dlib's box convention.
+    pub mapping: BoxMapping,
+}
+
+/// Where dlib's HOG box sits relative to a cascade box (fractions of the cascade box's side).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BoxMapping {
+    /// Centre of dlib's box across the cascade box.
+    pub cx: f64,
+    /// Centre of dlib's box down the cascade box.
+    pub cy: f64,
+    /// Side of dlib's box relative to the cascade box's.
+    pub scale: f64,
+}
+
+impl Default for BoxMapping {
+    fn default() -> Self {
+        BoxMapping {
+            cx: BOX_CX,
+            cy: BOX_CY,
+            scale: BOX_SCALE,
+        }
+    }
+}
+
+impl Default for DetectorParams {
+    fn default() -> Self {
+        DetectorParams {
+            scale_factor: 1.1,
+            min_neighbors: 10,
+            min_face: 40,
+            max_side: 800,
+            equalize: false,
+            mapping: BoxMapping::default(),
+        }
+    }
+}
+
+/// A face found by the cascade, in the coordinates of the input image.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Detection {
+    /// Left column.
+    pub x: i64,
+    /// Top row.
+    pub y: i64,
+    /// Width (the cascade's boxes are square).
+    pub w: i64,
+    /// Height.
+    pub h: i64,
+    /// Raw detections merged into this one (a confidence of sorts).
+    pub neighbors: i32,
+}
+
+/// OpenCV's Haar cascade face detector. Safe to share between threads (calls are serialised).
+pub struct CascadeDetector {
+    classifier: Mutex<opencv::objdetect::CascadeClassifier>,
+    params: DetectorParams,
+}
+
+impl CascadeDetector {
+    /// Loads the cascade at `path`.
+    pub fn open(path: &Path, params: DetectorParams) -> Result<Self, DetectError> {
+        if !path.is_file() {
+            return Err(DetectError::CascadeMissing(path.to_path_buf()));
+        }
+        let classifier = opencv::objdetect::CascadeClassifier::new(path.as_os_str())?;
+        if classifier.empty()? {
+            return Err(DetectError::OpenCv(format!(
+                "{} is not a cascade OpenCV can load",
+                path.display()
+            )));
+        }
+        Ok(CascadeDetector {
+            classifier: Mutex::new(classifier),
+            params,
+        })
+    }
+
+    /// The parameters in use.
+    pub fn params(&self) -> &DetectorParams {
+        &self.params
+    }
+
+    /// Every face the cascade finds, largest first.
+    pub fn detect(&self, img: &RgbImage) -> Result<Vec<Detection>, DetectError> {
+        let (w, h) = img.dimensions();
+        if w == 0 || h == 0 {
+            return Ok(Vec::new());
+        }
+        let grey = grey_levels(img);
+        let src = Mat::new_rows_cols_with_data(h as i32, w as i32, &grey)?;
+        let longer = w.max(h);
+        let scale = if longer > self.params.max_side {
+            self.params.max_side as f64 / longer as f64
+        } else {
+            1.0
+        };
+        let mut work = Mat::default();
+        if scale < 1.0 {
+            let size = Size::new(
+                ((w as f64 * scale).round() as i32).max(1),
+                ((h as f64 * scale).round() as i32).max(1),
+            );
+            opencv::imgproc::resize(&src, &mut work, size, 0.0, 0.0, opencv::imgproc::INTER_AREA)?;
+        } else {
+            src.copy_to(&mut work)?;
+        }
+        if self.params.equalize {
+            let mut eq = Mat::default();
+            opencv::imgproc::equalize_hist(&work, &mut eq)?;
+            work = eq;
+        }
+        let mut boxes = Vector::<opencv::core::Rect>::new();
+        let mut counts = Vector::<i32>::new();
+        {
+            let mut c = self.classifier.lock().unwrap_or_else(|p| p.into_inner());
+            c.detect_multi_scale2(
+                &work,
+                &mut boxes,
+                &mut counts,
+                self.params.scale_factor,
+                self.params.min_neighbors,
+                0,
+                Size::new(self.params.min_face, self.params.min_face),
+                Size::new(0, 0),
+            )?;
+        }
+        let inv = 1.0 / scale;
+        let mut out: Vec<Detection> = boxes
+            .iter()
+            .zip(counts.iter().chain(std::iter::repeat(0)))
+            .map(|(r, n)| Detection {
+                x: (r.x as f64 * inv).round() as i64,
+                y: (r.y as f64 * inv).round() as i64,
+                w: (r.width as f64 * inv).round() as i64,
+                h: (r.height as f64 * inv).round() as i64,
+                neighbors: n,
+            })
+            .collect();
+        out.sort_by(|a, b| {
+            (b.w * b.h)
+                .cmp(&(a.w * a.h))
+                .then(b.neighbors.cmp(&a.neighbors))
+        });
+        Ok(out)
+    }
+}
+
+/// Grey levels as OpenCV's `cvtColor(RGB2GRAY)` computes them (fixed-point BT.601 weights).
+pub fn grey_levels(img: &RgbImage) -> Vec<u8> {
+    img.as_raw()
+        .chunks_exact(3)
+        .map(|p| {
+            ((p[0] as u32 * 4899 + p[1] as u32 * 9617 + p[2] as u32 * 1868 + (1 << 13)) >> 14) as u8
+        })
+        .collect()
+}
+
+/// Maps a cascade box to the box dlib's HOG detector would give the same face, which is what
+/// the 5-point predictor was trained on. The constants are a least-squares fit over faces
+/// found by both detectors in `../shared/data` (see `docs/FACES.md` for the fit and its error):
+/// dlib's box is smaller than the cascade's, and sits lower.
+pub fn to_dlib_rect(d: &Detection, m: &BoxMapping) -> Rect {
+    let (w, h) = (d.w as f64, d.h as f64);
+    let cx = d.x as f64 + w * m.cx;
+    let cy = d.y as f64 + h * m.cy;
+    let side_w = w * m.scale;
+    let side_h = h * m.scale;
+    let left = (cx - side_w / 2.0).round() as i64;
+    let top = (cy - side_h / 2.0).round() as i64;
+    Rect::new(
+        left,
+        top,
+        left + side_w.round() as i64 - 1,
+        top + side_h.round() as i64 - 1,
+    )
+}
+
+/// Centre of dlib's box across the cascade box, as a fraction of its width.
+pub const BOX_CX: f64 = 0.480;
+/// Centre of dlib's box down the cascade box, as a fraction of its height.
+pub const BOX_CY: f64 = 0.570;
+/// Side of dlib's box relative to the cascade box's.
+pub const BOX_SCALE: f64 = 0.880;

@@ -1,0 +1,243 @@
+//! From a photo or a video frame to faces: detection, the box mapping, landmarks and chips.
+//!
+//! [`FacePipeline::find_faces`] runs the cascade, maps each box to dlib's convention and places
+//! the 5 landmarks. Images that are already a tight face crop (a gallery's 112×112 or 150×150
+//! cuts) give the cascade too little context, so when nothing is found the image is padded and
+//! searched again, and a small, nearly square image with still nothing found is taken whole as
+//! the face. Every face says which of these paths found it ([`FaceSource`]).
+
+use std::path::{Path, PathBuf};
+
+use image::{Rgb, RgbImage};
+use serde::Serialize;
+
+use super::detect::{
+    to_dlib_rect, CascadeDetector, DetectError, Detection, DetectorParams, DEFAULT_CASCADE,
+};
+use super::{face_chip, Point, Rect, ShapePredictor, ShapePredictorError};
+
+/// File name of the 5-point predictor in the models folder.
+pub const SHAPE_PREDICTOR_FILE: &str = "shape_predictor_5_face_landmarks.dat";
+
+/// How a face was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FaceSource {
+    /// The cascade found it in the image as given.
+    Detected,
+    /// The cascade found it once the image was padded (a tight crop).
+    Padded,
+    /// Nothing was detected; the image is a small tight crop and was taken whole as the face.
+    WholeImage,
+}
+
+/// Settings of the pipeline.
+#[derive(Debug, Clone)]
+pub struct PipelineOptions {
+    /// The cascade file.
+    pub cascade: PathBuf,
+    /// Cascade parameters.
+    pub detector: DetectorParams,
+    /// Padding added on each side when nothing is found, as a fraction of the image side
+    /// (0 disables the second search).
+    pub tight_crop_padding: f64,
+    /// Largest side of an image that may be taken whole as a face when nothing is found
+    /// (0 disables it).
+    pub whole_image_max_side: u32,
+}
+
+impl Default for PipelineOptions {
+    fn default() -> Self {
+        PipelineOptions {
+            cascade: PathBuf::from(DEFAULT_CASCADE),
+            detector: DetectorParams::default(),
+            tight_crop_padding: 0.5,
+            whole_image_max_side: 320,
+        }
+    }
+}
+
+/// Why the pipeline could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// Detection failed.
+    #[error(transparent)]
+    Detect(#[from] DetectError),
+    /// The landmark model could not be loaded.
+    #[error(transparent)]
+    Landmarks(#[from] ShapePredictorError),
+}
+
+/// A face in an image.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FoundFace {
+    /// The detector's box in the input image: x, y, width, height.
+    #[serde(rename = "box")]
+    pub bbox: [i64; 4],
+    /// The box in dlib's convention the landmarks were placed from (input image coordinates).
+    pub rect: Rect,
+    /// The 5 landmarks (input image coordinates): outer and inner corners of the eyes, nose base.
+    pub landmarks: [Point; 5],
+    /// Which path found it.
+    pub source: FaceSource,
+}
+
+/// Detection, box mapping and landmarks, loaded once and shared.
+pub struct FacePipeline {
+    detector: CascadeDetector,
+    predictor: ShapePredictor,
+    options: PipelineOptions,
+}
+
+impl FacePipeline {
+    /// Loads the cascade and the 5-point predictor from `models_dir` (`vendor/models`).
+    pub fn open(models_dir: &Path, options: &PipelineOptions) -> Result<Self, PipelineError> {
+        let detector = CascadeDetector::open(&options.cascade, options.detector.clone())?;
+        let predictor = ShapePredictor::open(&models_dir.join(SHAPE_PREDICTOR_FILE))?;
+        Ok(FacePipeline {
+            detector,
+            predictor,
+            options: options.clone(),
+        })
+    }
+
+    /// The options in use.
+    pub fn options(&self) -> &PipelineOptions {
+        &self.options
+    }
+
+    /// Every face in `img`, largest first.
+    pub fn find_faces(&self, img: &RgbImage) -> Result<Vec<FoundFace>, PipelineError> {
+        let found = self.detector.detect(img)?;
+        if !found.is_empty() {
+            return Ok(found
+                .iter()
+                .map(|d| self.place(img, d, FaceSource::Detected))
+                .collect());
+        }
+        let (w, h) = img.dimensions();
+        if w == 0 || h == 0 {
+            return Ok(Vec::new());
+        }
+        if self.options.tight_crop_padding > 0.0 {
+            let (padded, pad) = pad_image(img, self.options.tight_crop_padding);
+            let found = self.detector.detect(&padded)?;
+            if !found.is_empty() {
+                let p = pad as i64;
+                let unpadded = found.iter().map(|d| Detection {
+                    x: d.x - p,
+                    y: d.y - p,
+                    ..*d
+                });
+                return Ok(unpadded
+                    .map(|d| self.place(img, &d, FaceSource::Padded))
+                    .collect());
+            }
+        }
+        if w.max(h) <= self.options.whole_image_max_side && is_squarish(w, h) {
+            let rect = whole_image_rect(w, h);
+            return Ok(vec![FoundFace {
+                bbox: [0, 0, w as i64, h as i64],
+                rect,
+                landmarks: self.predictor.predict(img, rect),
+                source: FaceSource::WholeImage,
+            }]);
+        }
+        Ok(Vec::new())
+    }
+
+    /// Maps a detection to dlib's box and places the landmarks. Like dlib, the predictor and
+    /// the chip read black outside the image, whatever padding the detection needed.
+    fn place(&self, img: &RgbImage, d: &Detection, source: FaceSource) -> FoundFace {
+        let rect = to_dlib_rect(d, &self.options.detector.mapping);
+        FoundFace {
+            bbox: [d.x, d.y, d.w, d.h],
+            rect,
+            landmarks: self.predictor.predict(img, rect),
+            source,
+        }
+    }
+}
+
+/// The dlib-exact 150×150 chip of a face found in `img` (the image `find_faces` was given).
+pub fn cut_chip(img: &RgbImage, face: &FoundFace) -> RgbImage {
+    face_chip(img, &face.landmarks)
+}
+
+/// Pads `img` on every side by `fraction` of its longer side with its mean colour; returns the
+/// padded image and the padding in pixels.
+pub fn pad_image(img: &RgbImage, fraction: f64) -> (RgbImage, u32) {
+    let pad = (img.width().max(img.height()) as f64 * fraction).round() as u32;
+    pad_image_by(img, pad)
+}
+
+/// Pads `img` by `pad` pixels on every side with its mean colour.
+pub fn pad_image_by(img: &RgbImage, pad: u32) -> (RgbImage, u32) {
+    let (w, h) = img.dimensions();
+    let n = (w as u64 * h as u64).max(1);
+    let mut sum = [0u64; 3];
+    for p in img.pixels() {
+        for c in 0..3 {
+            sum[c] += p.0[c] as u64;
+        }
+    }
+    let mean = Rgb([(sum[0] / n) as u8, (sum[1] / n) as u8, (sum[2] / n) as u8]);
+    let mut out = RgbImage::from_pixel(w + 2 * pad, h + 2 * pad, mean);
+    image::imageops::replace(&mut out, img, pad as i64, pad as i64);
+    (out, pad)
+}
+
+fn is_squarish(w: u32, h: u32) -> bool {
+    let r = w as f64 / h as f64;
+    (0.7..=1.45).contains(&r)
+}
+
+/// dlib's box for a tight crop taken whole: the crop's central part. The fractions are dlib's
+/// HOG boxes on the face set's crops (see `docs/FACES.md`).
+fn whole_image_rect(w: u32, h: u32) -> Rect {
+    let (w, h) = (w as f64, h as f64);
+    let side = w.min(h) * WHOLE_SCALE;
+    let cx = w * 0.5;
+    let cy = h * WHOLE_CY;
+    let left = (cx - side / 2.0).round() as i64;
+    let top = (cy - side / 2.0).round() as i64;
+    let s = side.round() as i64;
+    Rect::new(left, top, left + s - 1, top + s - 1)
+}
+
+/// Side of dlib's box relative to a tight crop's shorter side.
+const WHOLE_SCALE: f64 = 0.79;
+/// Centre of dlib's box down a tight crop, as a fraction of its height.
+const WHOLE_CY: f64 = 0.60;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn padding_keeps_the_image_in_the_middle() {
+        let img = RgbImage::from_pixel(10, 6, Rgb([10, 20, 30]));
+        let (p, pad) = pad_image(&img, 0.5);
+        assert_eq!(pad, 5);
+        assert_eq!(p.dimensions(), (20, 16));
+        assert_eq!(p.get_pixel(5, 5), &Rgb([10, 20, 30]));
+        assert_eq!(p.get_pixel(0, 0), &Rgb([10, 20, 30]), "mean colour fill");
+    }
+
+    #[test]
+    fn whole_image_box_is_inside_the_crop() {
+        let r = whole_image_rect(112, 112);
+        assert!(
+            r.left >= 0 && r.right < 112 && r.top >= 0 && r.bottom < 112,
+            "{r:?}"
+        );
+        assert_eq!(r.width(), 88);
+    }
+
+    #[test]
+    fn squarish() {
+        assert!(is_squarish(112, 112));
+        assert!(is_squarish(150, 150));
+        assert!(!is_squarish(300, 100));
+    }
+}
