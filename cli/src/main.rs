@@ -5,6 +5,7 @@
 //! to standard error.
 
 mod embed;
+mod faces;
 mod model;
 
 use std::path::PathBuf;
@@ -27,8 +28,11 @@ enum Command {
         #[command(subcommand)]
         command: ModelCommand,
     },
-    /// Embed faces and print one JSON line per input: {"path", "faces": [{"box", "landmarks", "embedding"}]}.
+    /// Embed faces and print one JSON line per input: {"path", "faces": [{"box", "embedding"}]}.
     Embed(embed::EmbedArgs),
+    /// Find faces in a photo, or the enrollment frames of a video (kept and rejected, with
+    /// reasons): one JSON report on stdout; --out DIR also writes the chips and report.json.
+    Faces(faces::FacesArgs),
 }
 
 #[derive(Subcommand)]
@@ -57,6 +61,7 @@ fn main() -> ExitCode {
             command: ModelCommand::ImportDlib { dat, output },
         } => model::import_dlib(&dat, &output),
         Command::Embed(args) => embed::run(args),
+        Command::Faces(args) => faces::run(args),
     };
     match result {
         Ok(code) => code,
