@@ -6,6 +6,7 @@
 
 mod embed;
 mod eval;
+mod faces;
 mod model;
 
 use std::path::PathBuf;
@@ -28,8 +29,11 @@ enum Command {
         #[command(subcommand)]
         command: ModelCommand,
     },
-    /// Embed faces and print one JSON line per input: {"path", "faces": [{"box", "landmarks", "embedding"}]}.
+    /// Embed faces and print one JSON line per input: {"path", "faces": [{"box", "embedding"}]}.
     Embed(embed::EmbedArgs),
+    /// Find faces in a photo, or the enrollment frames of a video (kept and rejected, with
+    /// reasons): one JSON report on stdout; --out DIR also writes the chips and report.json.
+    Faces(faces::FacesArgs),
     /// Measure accuracy.
     Eval {
         #[command(subcommand)]
@@ -72,6 +76,7 @@ fn main() -> ExitCode {
         Command::Eval {
             command: EvalCommand::Pairs(args),
         } => eval::pairs(args),
+        Command::Faces(args) => faces::run(args),
     };
     match result {
         Ok(code) => code,

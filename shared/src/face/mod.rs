@@ -13,9 +13,12 @@
 
 pub mod chip;
 pub mod detect;
+pub mod enroll;
 pub mod geometry;
 pub mod landmarks;
 pub mod pipeline;
+pub mod quality;
+pub mod video;
 
 pub use chip::{extract_chip, face_chip, face_chip_details, ChipDetails, CHIP_PADDING, CHIP_SIZE};
 pub use landmarks::{ShapePredictor, ShapePredictorError};
