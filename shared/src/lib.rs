@@ -22,3 +22,4 @@ pub mod onnx;
 pub mod paths;
 pub mod queue;
 pub mod store;
+pub mod system;
