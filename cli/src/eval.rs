@@ -118,3 +118,161 @@ pub fn pairs(args: PairsArgs) -> anyhow::Result<ExitCode> {
     }
     Ok(ExitCode::SUCCESS)
 }
+
+#[derive(Args)]
+pub struct IdentifyArgs {
+    /// Folder with one sub-folder of photos per identity.
+    dir: PathBuf,
+    /// Photos held out per identity as queries (the rest form the gallery).
+    #[arg(long, default_value_t = 5)]
+    held_out: usize,
+    /// Print the result as JSON on standard output.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(serde::Serialize)]
+struct IdentifyReport {
+    identities: usize,
+    skipped_identities: Vec<String>,
+    gallery_images: usize,
+    queries: usize,
+    queries_without_face: usize,
+    rank1: f64,
+    rank5: f64,
+    /// (threshold, false accepts: nearest stranger under it, false rejects: own identity at or over it)
+    thresholds: Vec<(f32, f64, f64)>,
+}
+
+pub fn identify(args: IdentifyArgs) -> anyhow::Result<ExitCode> {
+    let scratch = tempfile::tempdir()?;
+    let sys = crate::gallery::open_inline(scratch.path(), 1)?;
+    let mut folders: Vec<PathBuf> = std::fs::read_dir(&args.dir)
+        .with_context(|| format!("cannot read {}", args.dir.display()))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .collect();
+    folders.sort();
+    let mut people = Vec::new();
+    let mut skipped = Vec::new();
+    for f in folders {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&f)?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                matches!(
+                    p.extension().and_then(|x| x.to_str()),
+                    Some("jpg" | "jpeg" | "png" | "webp")
+                )
+            })
+            .collect();
+        // Numeric order when the names are numbers (1.jpg, 2.jpg, … 10.jpg).
+        files.sort_by_key(|p| {
+            let stem = p
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or("")
+                .to_string();
+            (stem.parse::<u64>().unwrap_or(u64::MAX), stem)
+        });
+        let name = f
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        if files.len() <= args.held_out {
+            skipped.push(name);
+            continue;
+        }
+        people.push((name, files));
+    }
+    let total: usize = people.iter().map(|p| p.1.len()).sum();
+    let bar = ProgressBar::new(total as u64);
+    bar.set_style(
+        ProgressStyle::with_template("embedding [{bar:40}] {pos}/{len} images, eta {eta}")
+            .expect("a valid template")
+            .progress_chars("=> "),
+    );
+    let mut matrix = Vec::new();
+    let mut owners = Vec::new();
+    let mut names = Vec::new();
+    let mut queries: Vec<(u32, Option<Vec<f32>>)> = Vec::new();
+    for (i, (name, files)) in people.iter().enumerate() {
+        names.push((name.clone(), name.replace('_', " ")));
+        let split = files.len() - args.held_out;
+        for (j, f) in files.iter().enumerate() {
+            let e = sys.embed_photo_file(f).ok().flatten();
+            if j < split {
+                if let Some(e) = e {
+                    matrix.extend(e);
+                    owners.push(i as u32);
+                }
+            } else {
+                queries.push((i as u32, e));
+            }
+            bar.inc(1);
+        }
+    }
+    bar.finish_and_clear();
+    let dim = twin_core::dlib::resnet::EMBEDDING_DIM;
+    let g = twin_core::gallery::Gallery::from_rows(dim, matrix, owners.clone(), names.clone());
+    let (mut r1, mut r5, mut no_face) = (0usize, 0usize, 0usize);
+    let mut own_d = Vec::new();
+    let mut other_d = Vec::new();
+    for (who, e) in &queries {
+        let Some(e) = e else {
+            no_face += 1;
+            continue;
+        };
+        let hits = g.search(e, names.len(), &|_| false);
+        let rank = hits.iter().position(|h| h.slug == names[*who as usize].0);
+        if rank == Some(0) {
+            r1 += 1;
+        }
+        if rank.is_some_and(|r| r < 5) {
+            r5 += 1;
+        }
+        own_d.push(
+            hits.iter()
+                .find(|h| h.slug == names[*who as usize].0)
+                .map_or(f32::INFINITY, |h| h.distance),
+        );
+        other_d.push(
+            hits.iter()
+                .find(|h| h.slug != names[*who as usize].0)
+                .map_or(f32::INFINITY, |h| h.distance),
+        );
+    }
+    let n = queries.len().max(1) as f64;
+    let thresholds: Vec<(f32, f64, f64)> = [0.40f32, 0.45, 0.50, 0.55, 0.60]
+        .iter()
+        .map(|&t| {
+            let fa =
+                other_d.iter().filter(|d| **d < t).count() as f64 / other_d.len().max(1) as f64;
+            let fr = own_d.iter().filter(|d| **d >= t).count() as f64 / own_d.len().max(1) as f64;
+            (t, fa, fr)
+        })
+        .collect();
+    let report = IdentifyReport {
+        identities: people.len(),
+        skipped_identities: skipped,
+        gallery_images: owners.len(),
+        queries: queries.len(),
+        queries_without_face: no_face,
+        rank1: r1 as f64 / n,
+        rank5: r5 as f64 / n,
+        thresholds,
+    };
+    eprintln!(
+        "twin: {} identities, gallery {} images, {} queries ({} without a face, counted wrong): rank-1 {:.4}, rank-5 {:.4}",
+        report.identities, report.gallery_images, report.queries, report.queries_without_face, report.rank1, report.rank5
+    );
+    for (t, fa, fr) in &report.thresholds {
+        eprintln!("twin:   threshold {t:.2}: nearest stranger under it {:.1} %, own identity at or over it {:.1} %", fa * 100.0, fr * 100.0);
+    }
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    }
+    Ok(ExitCode::SUCCESS)
+}

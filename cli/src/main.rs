@@ -7,6 +7,7 @@
 mod embed;
 mod eval;
 mod faces;
+mod gallery;
 mod model;
 
 use std::path::PathBuf;
@@ -18,6 +19,10 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(name = "twin", version, about)]
 struct Cli {
+    /// Where the gallery, enrollments and models live (default: $TWIN_DATA, else
+    /// ~/.local/share/twin-matcher).
+    #[arg(long, global = true, env = "TWIN_DATA")]
+    data: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -34,6 +39,15 @@ enum Command {
     /// Find faces in a photo, or the enrollment frames of a video (kept and rejected, with
     /// reasons): one JSON report on stdout; --out DIR also writes the chips and report.json.
     Faces(faces::FacesArgs),
+    /// Manage the gallery.
+    Gallery {
+        #[command(subcommand)]
+        command: GalleryCommand,
+    },
+    /// Who do I look like? The closest identities to each face in a photo.
+    Match(gallery::MatchArgs),
+    /// Join the gallery with a video (the same ingest → queue → dataset path as the server).
+    Enroll(gallery::EnrollArgs),
     /// Measure accuracy.
     Eval {
         #[command(subcommand)]
@@ -42,9 +56,17 @@ enum Command {
 }
 
 #[derive(Subcommand)]
+enum GalleryCommand {
+    /// Import a folder with one sub-folder of photos per identity.
+    Import(gallery::ImportArgs),
+}
+
+#[derive(Subcommand)]
 enum EvalCommand {
     /// Verification accuracy on an LFW-style pairs.txt (10-fold, threshold chosen on the other folds).
     Pairs(eval::PairsArgs),
+    /// Identification on a folder per identity: held-out photos against the rest (rank-1, rank-5).
+    Identify(eval::IdentifyArgs),
 }
 
 #[derive(Subcommand)]
@@ -68,7 +90,13 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    let data = gallery::data_dir(cli.data.clone());
     let result = match cli.command {
+        Command::Gallery {
+            command: GalleryCommand::Import(args),
+        } => gallery::import(&data, args),
+        Command::Match(args) => gallery::match_photo(&data, args),
+        Command::Enroll(args) => gallery::enroll(&data, args),
         Command::Model {
             command: ModelCommand::ImportDlib { dat, output },
         } => model::import_dlib(&dat, &output),
@@ -76,6 +104,9 @@ fn main() -> ExitCode {
         Command::Eval {
             command: EvalCommand::Pairs(args),
         } => eval::pairs(args),
+        Command::Eval {
+            command: EvalCommand::Identify(args),
+        } => eval::identify(args),
         Command::Faces(args) => faces::run(args),
     };
     match result {

@@ -56,7 +56,11 @@ impl InProcessQueue {
     /// A queue whose unacknowledged messages come back after `visibility`.
     pub fn new(visibility: Duration) -> Self {
         InProcessQueue {
-            state: Mutex::new(State { ready: VecDeque::new(), in_flight: Vec::new(), next_receipt: 1 }),
+            state: Mutex::new(State {
+                ready: VecDeque::new(),
+                in_flight: Vec::new(),
+                next_receipt: 1,
+            }),
             signal: Condvar::new(),
             visibility,
         }
@@ -77,7 +81,10 @@ impl InProcessQueue {
 impl Queue for InProcessQueue {
     fn send(&self, body: &str) -> Result<(), QueueError> {
         let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        s.ready.push_back(Entry { body: body.to_string(), deliveries: 0 });
+        s.ready.push_back(Entry {
+            body: body.to_string(),
+            deliveries: 0,
+        });
         self.signal.notify_one();
         Ok(())
     }
@@ -100,17 +107,32 @@ impl Queue for InProcessQueue {
             if !s.ready.is_empty() || now >= deadline {
                 break;
             }
-            let next_expiry = s.in_flight.iter().map(|f| f.1).min().unwrap_or(deadline).min(deadline);
-            let (g, _) = self.signal.wait_timeout(s, next_expiry.saturating_duration_since(now)).unwrap_or_else(|p| p.into_inner());
+            let next_expiry = s
+                .in_flight
+                .iter()
+                .map(|f| f.1)
+                .min()
+                .unwrap_or(deadline)
+                .min(deadline);
+            let (g, _) = self
+                .signal
+                .wait_timeout(s, next_expiry.saturating_duration_since(now))
+                .unwrap_or_else(|p| p.into_inner());
             s = g;
         }
         let mut out = Vec::new();
         while out.len() < max {
-            let Some(mut e) = s.ready.pop_front() else { break };
+            let Some(mut e) = s.ready.pop_front() else {
+                break;
+            };
             e.deliveries += 1;
             let receipt = s.next_receipt;
             s.next_receipt += 1;
-            out.push(Received { receipt, body: e.body.clone(), deliveries: e.deliveries });
+            out.push(Received {
+                receipt,
+                body: e.body.clone(),
+                deliveries: e.deliveries,
+            });
             let until = Instant::now() + self.visibility;
             s.in_flight.push((receipt, until, e));
         }
@@ -134,9 +156,15 @@ mod tests {
         q.send("a").unwrap();
         q.send("b").unwrap();
         let got = q.receive(10, Duration::ZERO).unwrap();
-        assert_eq!(got.iter().map(|r| r.body.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!(
+            got.iter().map(|r| r.body.as_str()).collect::<Vec<_>>(),
+            ["a", "b"]
+        );
         q.ack(got[0].receipt).unwrap();
-        assert!(q.receive(10, Duration::ZERO).unwrap().is_empty(), "b is in flight");
+        assert!(
+            q.receive(10, Duration::ZERO).unwrap().is_empty(),
+            "b is in flight"
+        );
         let again = q.receive(10, Duration::from_millis(500)).unwrap();
         assert_eq!(again.len(), 1);
         assert_eq!((again[0].body.as_str(), again[0].deliveries), ("b", 2));

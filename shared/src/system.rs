@@ -282,7 +282,12 @@ impl System {
         let photos = FacePipeline::open(&config.models_dir, &PipelineOptions::default())?;
         let videos = FacePipeline::open(&config.models_dir, &video_pipeline_options())?;
         let model = config.models_dir.join(crate::paths::BACKBONE_FILE);
-        let embedder = Embedder::open(&model, &EmbedderOptions { threads: config.threads })?;
+        let embedder = Embedder::open(
+            &model,
+            &EmbedderOptions {
+                threads: config.threads,
+            },
+        )?;
         let gallery = match dataset::load_current(&*store)? {
             Some(s) => Gallery::from_snapshot(&s),
             None => Gallery::default(),
@@ -307,7 +312,10 @@ impl System {
     }
 
     fn current_gallery(&self) -> Arc<Gallery> {
-        self.gallery.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.gallery
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     fn refresh_gallery(&self) -> Result<u64, SystemError> {
@@ -337,11 +345,17 @@ impl System {
         }
         let mut batch = ChipBatch::with_capacity(faces.len());
         for f in &faces {
-            batch.push(&cut_chip(&img, f)).map_err(|e| SystemError::Internal(e.to_string()))?;
+            batch
+                .push(&cut_chip(&img, f))
+                .map_err(|e| SystemError::Internal(e.to_string()))?;
         }
         let emb = self.embedder.embed(&batch)?;
         let gallery = self.current_gallery();
-        let erasing = self.erasing.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let erasing = self
+            .erasing
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         let k = k.clamp(1, MAX_K);
         let faces = faces
             .iter()
@@ -374,7 +388,11 @@ impl System {
             ..Default::default()
         };
         self.save_status(&status, Condition::IfAbsent)?;
-        Ok(Enrollment { upload_id, slug, display_name })
+        Ok(Enrollment {
+            upload_id,
+            slug,
+            display_name,
+        })
     }
 
     /// Stores an enrollment's video or photo and starts cutting faces in the background.
@@ -396,7 +414,11 @@ impl System {
                 "{content_type:?} is not accepted: send a video (mp4, mov, webm) or a photo (jpeg, png, webp)"
             ))
         })?;
-        let limit = if is_video(ext) { MAX_VIDEO_BYTES } else { MAX_PHOTO_BYTES };
+        let limit = if is_video(ext) {
+            MAX_VIDEO_BYTES
+        } else {
+            MAX_PHOTO_BYTES
+        };
         if bytes.len() > limit {
             return Err(SystemError::TooLarge(format!(
                 "the upload is {} bytes; at most {limit} are accepted",
@@ -411,7 +433,11 @@ impl System {
         status.state = "uploaded".into();
         status.source_key = Some(key);
         self.save_status(&status, Condition::None)?;
-        let tx = self.ingest_tx.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let tx = self
+            .ingest_tx
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         match tx {
             Some(tx) => {
                 let _ = tx.send(upload_id.to_string());
@@ -450,7 +476,10 @@ impl System {
         let meta = std::fs::metadata(path)
             .map_err(|e| SystemError::BadInput(format!("cannot read {}: {e}", path.display())))?;
         if meta.len() as usize > MAX_VIDEO_BYTES {
-            return Err(SystemError::TooLarge(format!("{} is too large", path.display())));
+            return Err(SystemError::TooLarge(format!(
+                "{} is too large",
+                path.display()
+            )));
         }
         let bytes = std::fs::read(path)
             .map_err(|e| SystemError::BadInput(format!("cannot read {}: {e}", path.display())))?;
@@ -503,7 +532,8 @@ impl System {
                 .suffix(&format!(".{ext}"))
                 .tempfile()
                 .map_err(|e| SystemError::Internal(e.to_string()))?;
-            std::fs::write(tmp.path(), &obj.data).map_err(|e| SystemError::Internal(e.to_string()))?;
+            std::fs::write(tmp.path(), &obj.data)
+                .map_err(|e| SystemError::Internal(e.to_string()))?;
             let report = match enroll_video(
                 tmp.path(),
                 &self.videos,
@@ -511,8 +541,12 @@ impl System {
                 &EnrollOptions::default(),
             ) {
                 Ok(r) => r,
-                Err(EnrollError::Video(e)) => return self.fail(status, format!("the video could not be used: {e}")),
-                Err(e @ EnrollError::NotEnoughFrames { .. }) => return self.fail(status, e.to_string()),
+                Err(EnrollError::Video(e)) => {
+                    return self.fail(status, format!("the video could not be used: {e}"))
+                }
+                Err(e @ EnrollError::NotEnoughFrames { .. }) => {
+                    return self.fail(status, e.to_string())
+                }
                 Err(e) => return Err(SystemError::Internal(e.to_string())),
             };
             for (r, n) in &report.rejected_by_reason {
@@ -593,12 +627,16 @@ impl System {
             for group in chips.chunks(16) {
                 let mut b = ChipBatch::with_capacity(group.len());
                 for c in group {
-                    b.push(c).map_err(|e| SystemError::Internal(e.to_string()))?;
+                    b.push(c)
+                        .map_err(|e| SystemError::Internal(e.to_string()))?;
                 }
                 embeddings.extend(self.embedder.embed(&b)?.rows().map(<[f32]>::to_vec));
             }
             done.push((r.receipt, m.upload_id.clone()));
-            updates.push(Update::Add { message: m, embeddings });
+            updates.push(Update::Add {
+                message: m,
+                embeddings,
+            });
         }
         let version = {
             let _g = self.commit_lock.lock().unwrap_or_else(|p| p.into_inner());
@@ -621,11 +659,20 @@ impl System {
     /// Picks up enrollments a previous run left between steps.
     fn resume(&self) -> Result<(), SystemError> {
         for key in self.store.list("status/")? {
-            let Some(obj) = self.store.get(&key)? else { continue };
-            let Ok(s) = serde_json::from_slice::<EnrollmentStatus>(&obj.data) else { continue };
+            let Some(obj) = self.store.get(&key)? else {
+                continue;
+            };
+            let Ok(s) = serde_json::from_slice::<EnrollmentStatus>(&obj.data) else {
+                continue;
+            };
             match s.state.as_str() {
                 "uploaded" => {
-                    if let Some(tx) = self.ingest_tx.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+                    if let Some(tx) = self
+                        .ingest_tx
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .as_ref()
+                    {
                         let _ = tx.send(s.upload_id.clone());
                     }
                 }
@@ -640,10 +687,36 @@ impl System {
         Ok(())
     }
 
+    /// Finishes, here and now, enrollments a previous run left between steps (one-shot
+    /// commands; the server resumes them in the background when it opens).
+    pub fn resume_inline(&self) -> Result<u64, SystemError> {
+        for key in self.store.list("status/")? {
+            let Some(obj) = self.store.get(&key)? else {
+                continue;
+            };
+            let Ok(s) = serde_json::from_slice::<EnrollmentStatus>(&obj.data) else {
+                continue;
+            };
+            match s.state.as_str() {
+                "uploaded" => self.ingest(&s.upload_id)?,
+                "cropped" => self
+                    .queue
+                    .send(&ingest_message(&s).to_json())
+                    .map_err(|e| SystemError::Internal(e.to_string()))?,
+                _ => {}
+            }
+        }
+        self.process_queue()
+    }
+
     /// A page of the gallery, by slug.
     pub fn identities(&self, offset: usize, limit: usize) -> Result<IdentityPage, SystemError> {
         let snap = dataset::load_current(&*self.store)?;
-        let erasing = self.erasing.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let erasing = self
+            .erasing
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         let all: Vec<IdentityInfo> = snap
             .map(|s| s.manifest.identities)
             .unwrap_or_default()
@@ -652,30 +725,56 @@ impl System {
             .map(info)
             .collect();
         let total = all.len();
-        let identities = all.into_iter().skip(offset).take(limit.clamp(1, 500)).collect();
-        Ok(IdentityPage { total, offset, identities })
+        let identities = all
+            .into_iter()
+            .skip(offset)
+            .take(limit.clamp(1, 500))
+            .collect();
+        Ok(IdentityPage {
+            total,
+            offset,
+            identities,
+        })
     }
 
     /// One identity.
     pub fn identity(&self, slug: &str) -> Result<IdentityInfo, SystemError> {
         let not_found = || SystemError::NotFound(format!("no identity {slug:?} in the gallery"));
         keys::check_slug(slug).map_err(|_| not_found())?;
-        if self.erasing.read().unwrap_or_else(|p| p.into_inner()).contains(slug) {
+        if self
+            .erasing
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(slug)
+        {
             return Err(not_found());
         }
         let snap = dataset::load_current(&*self.store)?.ok_or_else(not_found)?;
-        snap.manifest.identity(slug).cloned().map(info).ok_or_else(not_found)
+        snap.manifest
+            .identity(slug)
+            .cloned()
+            .map(info)
+            .ok_or_else(not_found)
     }
 
     /// Erases a person: their crops, uploads and embeddings. They are not matched from the
     /// moment this is called.
     pub fn delete_identity(&self, slug: &str) -> Result<(), SystemError> {
         let ident = self.identity(slug)?;
-        self.erasing.write().unwrap_or_else(|p| p.into_inner()).insert(ident.slug.clone());
+        self.erasing
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(ident.slug.clone());
         let result = (|| {
             {
                 let _g = self.commit_lock.lock().unwrap_or_else(|p| p.into_inner());
-                dataset::commit(&*self.store, self.embedder.dim(), &[Update::Erase { slug: slug.to_string() }])?;
+                dataset::commit(
+                    &*self.store,
+                    self.embedder.dim(),
+                    &[Update::Erase {
+                        slug: slug.to_string(),
+                    }],
+                )?;
             }
             self.refresh_gallery()?;
             for prefix in [format!("crops/{slug}/"), format!("uploads/{slug}/")] {
@@ -694,7 +793,10 @@ impl System {
             }
             Ok::<(), SystemError>(())
         })();
-        self.erasing.write().unwrap_or_else(|p| p.into_inner()).remove(slug);
+        self.erasing
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(slug);
         result
     }
 
@@ -705,7 +807,12 @@ impl System {
             return Err(nf());
         }
         let slug = key.split('/').nth(1).unwrap_or("");
-        if self.erasing.read().unwrap_or_else(|p| p.into_inner()).contains(slug) {
+        if self
+            .erasing
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(slug)
+        {
             return Err(nf());
         }
         Ok(self.store.get(key)?.ok_or_else(nf)?.data)
@@ -713,7 +820,10 @@ impl System {
 
     /// The models serving.
     pub fn models(&self) -> ModelsInfo {
-        ModelsInfo { current: self.model_name.clone(), versions: Vec::new() }
+        ModelsInfo {
+            current: self.model_name.clone(),
+            versions: Vec::new(),
+        }
     }
 
     /// Imports a folder with one sub-folder of photos per identity (tight face crops work).
@@ -738,7 +848,10 @@ impl System {
                 .map(|e| e.path())
                 .filter(|f| {
                     matches!(
-                        f.extension().and_then(|x| x.to_str()).map(str::to_ascii_lowercase).as_deref(),
+                        f.extension()
+                            .and_then(|x| x.to_str())
+                            .map(str::to_ascii_lowercase)
+                            .as_deref(),
                         Some("jpg" | "jpeg" | "png" | "webp")
                     )
                 })
@@ -760,7 +873,10 @@ impl System {
             let display_name = match keys::display_name(&name) {
                 Ok(n) => n,
                 Err(e) => {
-                    *summary.rejected.entry(format!("bad folder name ({e})")).or_default() += files.len();
+                    *summary
+                        .rejected
+                        .entry(format!("bad folder name ({e})"))
+                        .or_default() += files.len();
                     done += files.len();
                     progress(done, total);
                     continue;
@@ -770,7 +886,12 @@ impl System {
             let mut fingerprint = Vec::new();
             for f in &files {
                 fingerprint.extend_from_slice(f.file_name().unwrap_or_default().as_encoded_bytes());
-                fingerprint.extend_from_slice(&std::fs::metadata(f).map(|m| m.len()).unwrap_or(0).to_le_bytes());
+                fingerprint.extend_from_slice(
+                    &std::fs::metadata(f)
+                        .map(|m| m.len())
+                        .unwrap_or(0)
+                        .to_le_bytes(),
+                );
             }
             let upload_id = format!("import-{}", content_tag(&fingerprint));
             summary.identities += 1;
@@ -786,11 +907,16 @@ impl System {
                 let outcome = imageio::decode_file(f, &photo_limits())
                     .map_err(|e| match e {
                         ImageError::UnknownFormat => "not an image".to_string(),
-                        ImageError::TooLarge { .. } | ImageError::TooManyBytes { .. } => "too large".to_string(),
+                        ImageError::TooLarge { .. } | ImageError::TooManyBytes { .. } => {
+                            "too large".to_string()
+                        }
                         _ => "unreadable".to_string(),
                     })
                     .and_then(|img| match self.photos.find_faces(&img) {
-                        Ok(faces) => faces.first().map(|f| cut_chip(&img, f)).ok_or_else(|| "no face".to_string()),
+                        Ok(faces) => faces
+                            .first()
+                            .map(|f| cut_chip(&img, f))
+                            .ok_or_else(|| "no face".to_string()),
                         Err(e) => Err(format!("detection failed ({e})")),
                     });
                 match outcome {
@@ -810,7 +936,8 @@ impl System {
             for group in chips.chunks(16) {
                 let mut b = ChipBatch::with_capacity(group.len());
                 for c in group {
-                    b.push(c).map_err(|e| SystemError::Internal(e.to_string()))?;
+                    b.push(c)
+                        .map_err(|e| SystemError::Internal(e.to_string()))?;
                 }
                 embeddings.extend(self.embedder.embed(&b)?.rows().map(<[f32]>::to_vec));
             }
@@ -824,24 +951,49 @@ impl System {
                 rejected: BTreeMap::new(),
             };
             let _g = self.commit_lock.lock().unwrap_or_else(|p| p.into_inner());
-            dataset::commit(&*self.store, self.embedder.dim(), &[Update::Add { message, embeddings }])?;
+            dataset::commit(
+                &*self.store,
+                self.embedder.dim(),
+                &[Update::Add {
+                    message,
+                    embeddings,
+                }],
+            )?;
         }
         summary.dataset_version = self.refresh_gallery()?;
         Ok(summary)
+    }
+
+    /// The embedding of the largest face in a photo file, or `None` when it shows no face.
+    pub fn embed_photo_file(&self, path: &Path) -> Result<Option<Vec<f32>>, SystemError> {
+        let img = imageio::decode_file(path, &photo_limits())?;
+        let faces = self.photos.find_faces(&img)?;
+        let Some(face) = faces.first() else {
+            return Ok(None);
+        };
+        let mut b = ChipBatch::with_capacity(1);
+        b.push(&cut_chip(&img, face))
+            .map_err(|e| SystemError::Internal(e.to_string()))?;
+        Ok(Some(self.embedder.embed(&b)?.row(0).to_vec()))
     }
 
     /// Waits until no enrollment is between steps (tests and one-shot commands).
     pub fn wait_idle(&self, timeout: Duration) -> bool {
         let deadline = std::time::Instant::now() + timeout;
         while std::time::Instant::now() < deadline {
-            let pending = self.store.list("status/").unwrap_or_default().iter().any(|k| {
-                self.store
-                    .get(k)
-                    .ok()
-                    .flatten()
-                    .and_then(|o| serde_json::from_slice::<EnrollmentStatus>(&o.data).ok())
-                    .is_some_and(|s| s.state == "uploaded" || s.state == "cropped")
-            });
+            let pending = self
+                .store
+                .list("status/")
+                .unwrap_or_default()
+                .iter()
+                .any(|k| {
+                    self.store
+                        .get(k)
+                        .ok()
+                        .flatten()
+                        .and_then(|o| serde_json::from_slice::<EnrollmentStatus>(&o.data).ok())
+                        .is_some_and(|s| s.state == "uploaded" || s.state == "cropped")
+                });
             if !pending && self.queue.is_empty() {
                 return true;
             }
@@ -852,7 +1004,12 @@ impl System {
 }
 
 fn info(i: crate::dataset::Identity) -> IdentityInfo {
-    IdentityInfo { picture: i.crops.first().cloned(), crops: i.crops.len(), slug: i.slug, display_name: i.display_name }
+    IdentityInfo {
+        picture: i.crops.first().cloned(),
+        crops: i.crops.len(),
+        slug: i.slug,
+        display_name: i.display_name,
+    }
 }
 
 fn ingest_message(s: &EnrollmentStatus) -> IngestMessage {
@@ -868,17 +1025,26 @@ fn ingest_message(s: &EnrollmentStatus) -> IngestMessage {
 }
 
 fn photo_limits() -> imageio::Limits {
-    imageio::Limits { max_bytes: MAX_PHOTO_BYTES as u64, ..Default::default() }
+    imageio::Limits {
+        max_bytes: MAX_PHOTO_BYTES as u64,
+        ..Default::default()
+    }
 }
 
 fn encode_png(img: &RgbImage) -> Result<Vec<u8>, SystemError> {
     let mut out = std::io::Cursor::new(Vec::new());
-    img.write_to(&mut out, image::ImageFormat::Png).map_err(|e| SystemError::Internal(e.to_string()))?;
+    img.write_to(&mut out, image::ImageFormat::Png)
+        .map_err(|e| SystemError::Internal(e.to_string()))?;
     Ok(out.into_inner())
 }
 
 fn extension_for(content_type: &str) -> Option<&'static str> {
-    let base = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let base = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     Some(match base.as_str() {
         "video/mp4" => "mp4",
         "video/quicktime" => "mov",

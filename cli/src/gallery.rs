@@ -1,0 +1,154 @@
+//! `twin gallery import`, `twin match`, `twin enroll`: the system on the local data folder.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use twin_core::system::{System, SystemConfig};
+
+/// The data folder: `--data`, else `$TWIN_DATA`, else the per-user data folder.
+pub fn data_dir(flag: Option<PathBuf>) -> PathBuf {
+    if let Some(d) = flag {
+        return d;
+    }
+    if let Some(d) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(d).join("twin-matcher");
+    }
+    match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+        Some(h) => PathBuf::from(h).join(".local/share/twin-matcher"),
+        None => PathBuf::from("twin-data"),
+    }
+}
+
+/// Opens the system on `data` (workers off: commands run their steps inline).
+pub fn open_inline(data: &Path, threads: usize) -> anyhow::Result<Arc<System>> {
+    Ok(System::open_inline(config(data, threads))?)
+}
+
+/// The system's configuration for a data folder.
+pub fn config(data: &Path, threads: usize) -> SystemConfig {
+    SystemConfig {
+        data_dir: data.to_path_buf(),
+        models_dir: twin_core::paths::models_dir(),
+        threads,
+    }
+}
+
+#[derive(Args)]
+pub struct ImportArgs {
+    /// A folder with one sub-folder of photos per identity (folder name = the person's name).
+    source: PathBuf,
+    /// Threads ONNX Runtime may use.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+}
+
+pub fn import(data: &Path, args: ImportArgs) -> anyhow::Result<ExitCode> {
+    if args.source.extension().is_some_and(|e| e == "parquet") {
+        anyhow::bail!("parquet datasets are not supported by this build: export the images to a folder per identity");
+    }
+    let sys = open_inline(data, args.threads)?;
+    sys.resume_inline()?;
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "importing [{bar:40}] {pos}/{len} images, {per_sec}, eta {eta}",
+        )
+        .expect("a valid template")
+        .progress_chars("=> "),
+    );
+    let summary = sys
+        .import_folder(&args.source, &|done, total| {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+        })
+        .with_context(|| format!("import of {} failed", args.source.display()))?;
+    bar.finish_and_clear();
+    let rejected: usize = summary.rejected.values().sum();
+    eprintln!(
+        "twin: {} identities ({} imported before), {} images imported, {} rejected{}; dataset version {} in {}",
+        summary.identities,
+        summary.already_imported,
+        summary.imported,
+        rejected,
+        if rejected > 0 { format!(" ({:?})", summary.rejected) } else { String::new() },
+        summary.dataset_version,
+        data.display()
+    );
+    println!("{}", serde_json::to_string(&summary)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Args)]
+pub struct MatchArgs {
+    /// The photo (JPEG, PNG or WebP).
+    photo: PathBuf,
+    /// Identities per face.
+    #[arg(short, long, default_value_t = 5)]
+    k: usize,
+    /// Print the whole answer as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn match_photo(data: &Path, args: MatchArgs) -> anyhow::Result<ExitCode> {
+    let sys = open_inline(data, 1)?;
+    let bytes = std::fs::read(&args.photo)
+        .with_context(|| format!("cannot read {}", args.photo.display()))?;
+    let r = sys.match_photo(&bytes, args.k)?;
+    if args.json {
+        println!("{}", serde_json::to_string(&r)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    for (i, f) in r.faces.iter().enumerate() {
+        println!("face {} at {:?}:", i + 1, f.bbox);
+        for h in &f.matches {
+            let verdict = if h.same_person {
+                "this is you"
+            } else {
+                "lookalike"
+            };
+            println!(
+                "  {:>3}%  {:<30} distance {:.3}  {verdict}",
+                h.similarity, h.display_name, h.distance
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Args)]
+pub struct EnrollArgs {
+    /// The person's name.
+    #[arg(long)]
+    name: String,
+    /// A 5–6 s video of the face turning to both sides (or a photo).
+    file: PathBuf,
+}
+
+pub fn enroll(data: &Path, args: EnrollArgs) -> anyhow::Result<ExitCode> {
+    let sys = open_inline(data, 1)?;
+    sys.resume_inline()?;
+    let s = sys.enroll_file(&args.name, &args.file)?;
+    eprintln!(
+        "twin: {} ({}): {}{}; {} faces kept of {} frames; rejected {:?}; head turned left {:?}, right {:?}",
+        s.display_name,
+        s.slug,
+        s.state,
+        s.error.as_deref().map(|e| format!(" ({e})")).unwrap_or_default(),
+        s.kept.unwrap_or(0),
+        s.frames_sampled.unwrap_or(0),
+        s.rejected,
+        s.turned_left,
+        s.turned_right
+    );
+    println!("{}", serde_json::to_string(&s)?);
+    Ok(if s.state == "indexed" {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
