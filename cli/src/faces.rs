@@ -23,6 +23,7 @@ use twin_core::face::pipeline::{cut_chip, FacePipeline, FoundFace, PipelineOptio
 use twin_core::face::quality::Measures;
 use twin_core::face::video;
 
+/// Arguments of `twin faces`.
 #[derive(Args)]
 pub struct FacesArgs {
     /// A photo (JPEG, PNG, WebP) or a video (MP4, MOV, WebM).
@@ -76,6 +77,7 @@ fn kind_of(path: &Path) -> anyhow::Result<Kind> {
     }
 }
 
+/// Runs `twin faces`.
 pub fn run(args: FacesArgs) -> anyhow::Result<ExitCode> {
     let kind = kind_of(&args.input)?;
     if let Some(dir) = &args.out {
