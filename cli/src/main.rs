@@ -5,6 +5,7 @@
 //! to standard error.
 
 mod embed;
+mod eval;
 mod faces;
 mod model;
 
@@ -33,6 +34,17 @@ enum Command {
     /// Find faces in a photo, or the enrollment frames of a video (kept and rejected, with
     /// reasons): one JSON report on stdout; --out DIR also writes the chips and report.json.
     Faces(faces::FacesArgs),
+    /// Measure accuracy.
+    Eval {
+        #[command(subcommand)]
+        command: EvalCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum EvalCommand {
+    /// Verification accuracy on an LFW-style pairs.txt (10-fold, threshold chosen on the other folds).
+    Pairs(eval::PairsArgs),
 }
 
 #[derive(Subcommand)]
@@ -61,6 +73,9 @@ fn main() -> ExitCode {
             command: ModelCommand::ImportDlib { dat, output },
         } => model::import_dlib(&dat, &output),
         Command::Embed(args) => embed::run(args),
+        Command::Eval {
+            command: EvalCommand::Pairs(args),
+        } => eval::pairs(args),
         Command::Faces(args) => faces::run(args),
     };
     match result {

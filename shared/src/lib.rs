@@ -8,10 +8,18 @@
 //! its public signatures.
 
 pub mod chip;
+pub mod dataset;
 pub mod dlib;
 pub mod embed;
+pub mod eval;
 pub mod face;
 pub mod fsutil;
+pub mod gallery;
 pub mod imageio;
+pub mod keys;
+pub mod messages;
 pub mod onnx;
 pub mod paths;
+pub mod queue;
+pub mod store;
+pub mod system;

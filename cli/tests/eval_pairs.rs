@@ -1,0 +1,120 @@
+//! `twin eval pairs` on an LFW-style pairs file made from `../shared/data/faces`.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn faces() -> PathBuf {
+    let d = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/faces");
+    assert!(d.is_dir(), "test data {} is missing", d.display());
+    d
+}
+
+/// 10 folds × 15 matched + 15 mismatched pairs, chosen by a fixed pseudo-random sequence.
+fn pairs_file(ids: &[(String, u32)]) -> String {
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut next = |n: u32| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state % n as u64) as u32
+    };
+    let mut out = String::from("10 15\n");
+    for _ in 0..10 {
+        for _ in 0..15 {
+            let (name, count) = &ids[next(ids.len() as u32) as usize];
+            let a = 1 + next(*count);
+            let b = 1 + (a + next(*count - 1)) % count;
+            writeln!(out, "{name} {a} {b}").unwrap();
+        }
+        for _ in 0..15 {
+            let i = next(ids.len() as u32) as usize;
+            let j = (i + 1 + next(ids.len() as u32 - 1) as usize) % ids.len();
+            writeln!(
+                out,
+                "{} {} {} {}",
+                ids[i].0,
+                1 + next(ids[i].1),
+                ids[j].0,
+                1 + next(ids[j].1)
+            )
+            .unwrap();
+        }
+    }
+    out
+}
+
+#[test]
+fn verification_accuracy_on_the_face_set() {
+    let mut ids: Vec<(String, u32)> = std::fs::read_dir(faces())
+        .unwrap()
+        .filter_map(|e| {
+            let e = e.unwrap();
+            e.path().is_dir().then(|| {
+                let n = std::fs::read_dir(e.path()).unwrap().count() as u32;
+                (e.file_name().to_string_lossy().into_owned(), n)
+            })
+        })
+        .collect();
+    ids.sort();
+    assert!(ids.len() >= 20, "expected the face set's identities");
+    let mut text = pairs_file(&ids);
+    // One pair names an image that does not exist: it must count as wrong, not vanish.
+    text = text.replacen(
+        &text.lines().nth(20).unwrap().to_string(),
+        &format!("{} 1 {} 999", ids[0].0, ids[1].0),
+        1,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let pairs = dir.path().join("pairs.txt");
+    std::fs::write(&pairs, &text).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_twin"))
+        .args(["eval", "pairs", "--json", "--pairs"])
+        .arg(&pairs)
+        .arg("--images")
+        .arg(faces())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    println!("{stderr}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["pairs"], 300);
+    assert_eq!(v["fold_accuracy"].as_array().unwrap().len(), 10);
+    assert!(
+        v["no_face"].as_u64().unwrap() >= 1,
+        "the missing image counts as a pair without a face"
+    );
+    let acc = v["accuracy"].as_f64().unwrap();
+    assert!(
+        acc > 0.9 && acc < 1.0,
+        "accuracy {acc} (the missing-image pair keeps it under 1)"
+    );
+    for t in v["fold_threshold"].as_array().unwrap() {
+        let t = t.as_f64().unwrap();
+        assert!(
+            (0.3..0.9).contains(&t),
+            "thresholds near dlib's 0.6, got {t}"
+        );
+    }
+}
+
+#[test]
+fn malformed_pairs_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let pairs = dir.path().join("pairs.txt");
+    std::fs::write(&pairs, "10 300\nAaron 1\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_twin"))
+        .args(["eval", "pairs", "--pairs"])
+        .arg(&pairs)
+        .arg("--images")
+        .arg(faces())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("pairs file line 2"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -1,0 +1,200 @@
+//! Names and storage keys: slugs from display names, upload ids, and the keys of DESIGN.md's
+//! storage layout. Every key the product writes is built here from checked parts.
+
+use crate::store::StoreError;
+
+/// Longest slug kept.
+pub const MAX_SLUG: usize = 64;
+/// Longest display name accepted.
+pub const MAX_NAME: usize = 100;
+
+/// A name that cannot be used.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum NameError {
+    /// Nothing usable in it.
+    #[error("a name needs at least one letter or digit")]
+    Empty,
+    /// Too long.
+    #[error("a name may have at most {MAX_NAME} characters")]
+    TooLong,
+    /// Control characters.
+    #[error("a name may not contain control characters")]
+    Control,
+    /// Not a slug.
+    #[error("{0:?} is not a valid identity slug ([a-z0-9_], 1-64 characters)")]
+    BadSlug(String),
+    /// Not an upload id.
+    #[error("{0:?} is not a valid upload id")]
+    BadUploadId(String),
+}
+
+/// Checks a display name and returns it trimmed.
+pub fn display_name(name: &str) -> Result<String, NameError> {
+    let t = name.trim();
+    if t.chars().count() > MAX_NAME {
+        return Err(NameError::TooLong);
+    }
+    if t.chars().any(char::is_control) {
+        return Err(NameError::Control);
+    }
+    if slugify(t).is_empty() {
+        return Err(NameError::Empty);
+    }
+    Ok(t.to_string())
+}
+
+/// Reduces a name to `[a-z0-9_]`: letters lower-cased with common accents removed, every run of
+/// other characters one `_`, no `_` at either end ("Lin-Manuel Miranda" → `lin_manuel_miranda`).
+pub fn slugify(name: &str) -> String {
+    let mut out = String::new();
+    let mut gap = false;
+    for c in name.chars().flat_map(fold_accent) {
+        let c = c.to_ascii_lowercase();
+        if c.is_ascii_alphanumeric() {
+            if gap && !out.is_empty() {
+                out.push('_');
+            }
+            gap = false;
+            out.push(c);
+        } else {
+            gap = true;
+        }
+        if out.len() >= MAX_SLUG {
+            break;
+        }
+    }
+    out.truncate(MAX_SLUG);
+    out.trim_end_matches('_').to_string()
+}
+
+fn fold_accent(c: char) -> impl Iterator<Item = char> {
+    let s: &str = match c {
+        'à' | 'á' | 'â' | 'ã' | 'ä' | 'å' | 'À' | 'Á' | 'Â' | 'Ã' | 'Ä' | 'Å' => "a",
+        'æ' | 'Æ' => "ae",
+        'ç' | 'Ç' => "c",
+        'è' | 'é' | 'ê' | 'ë' | 'È' | 'É' | 'Ê' | 'Ë' => "e",
+        'ì' | 'í' | 'î' | 'ï' | 'Ì' | 'Í' | 'Î' | 'Ï' => "i",
+        'ñ' | 'Ñ' => "n",
+        'ò' | 'ó' | 'ô' | 'õ' | 'ö' | 'ø' | 'Ò' | 'Ó' | 'Ô' | 'Õ' | 'Ö' | 'Ø' => "o",
+        'ù' | 'ú' | 'û' | 'ü' | 'Ù' | 'Ú' | 'Û' | 'Ü' => "u",
+        'ý' | 'ÿ' | 'Ý' => "y",
+        'ß' => "ss",
+        _ => "",
+    };
+    let single = if s.is_empty() { Some(c) } else { None };
+    s.chars().chain(single)
+}
+
+/// Checks a slug.
+pub fn check_slug(slug: &str) -> Result<(), NameError> {
+    if !slug.is_empty()
+        && slug.len() <= MAX_SLUG
+        && slug
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    {
+        Ok(())
+    } else {
+        Err(NameError::BadSlug(slug.chars().take(80).collect()))
+    }
+}
+
+/// Checks an upload id (`[a-z0-9-]`, 1–64 characters).
+pub fn check_upload_id(id: &str) -> Result<(), NameError> {
+    if !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        Ok(())
+    } else {
+        Err(NameError::BadUploadId(id.chars().take(80).collect()))
+    }
+}
+
+/// A new random upload id (128 bits, hex, from the OS's randomness).
+pub fn new_upload_id() -> String {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).expect("the OS provides randomness");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `uploads/<slug>/<upload-id>.<ext>`.
+pub fn upload_key(slug: &str, upload_id: &str, ext: &str) -> Result<String, NameError> {
+    check_slug(slug)?;
+    check_upload_id(upload_id)?;
+    if !matches!(ext, "mp4" | "mov" | "webm" | "jpg" | "png" | "webp") {
+        return Err(NameError::BadUploadId(format!("extension {ext}")));
+    }
+    Ok(format!("uploads/{slug}/{upload_id}.{ext}"))
+}
+
+/// `crops/<slug>/<upload-id>/<frame-ms>.png`.
+pub fn crop_key(slug: &str, upload_id: &str, frame_ms: u64) -> Result<String, NameError> {
+    check_slug(slug)?;
+    check_upload_id(upload_id)?;
+    Ok(format!("crops/{slug}/{upload_id}/{frame_ms}.png"))
+}
+
+/// `status/<upload-id>.json`.
+pub fn status_key(upload_id: &str) -> Result<String, NameError> {
+    check_upload_id(upload_id)?;
+    Ok(format!("status/{upload_id}.json"))
+}
+
+/// `dataset/versions/<n>.json`.
+pub fn manifest_key(n: u64) -> String {
+    format!("dataset/versions/{n}.json")
+}
+
+/// `dataset/embeddings/<n>.bin`.
+pub fn embeddings_key(n: u64) -> String {
+    format!("dataset/embeddings/{n}.bin")
+}
+
+/// The dataset's current-version pointer.
+pub const DATASET_CURRENT: &str = "dataset/CURRENT";
+
+impl From<NameError> for StoreError {
+    fn from(e: NameError) -> Self {
+        StoreError::InvalidKey(e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slugs() {
+        assert_eq!(slugify("Lin-Manuel Miranda"), "lin_manuel_miranda");
+        assert_eq!(slugify("  Beyoncé Knowles  "), "beyonce_knowles");
+        assert_eq!(slugify("../../etc/passwd"), "etc_passwd");
+        assert_eq!(
+            slugify("<script>alert(1)</script>"),
+            "script_alert_1_script"
+        );
+        assert_eq!(slugify("李小龙"), "");
+        assert_eq!(slugify(&"a".repeat(500)).len(), MAX_SLUG);
+        assert_eq!(display_name("  Ada Lovelace ").unwrap(), "Ada Lovelace");
+        assert_eq!(display_name("!!!"), Err(NameError::Empty));
+        assert_eq!(display_name("a\u{0}b"), Err(NameError::Control));
+        assert!(display_name(&"x".repeat(101)).is_err());
+    }
+
+    #[test]
+    fn keys_refuse_unchecked_parts() {
+        assert_eq!(
+            crop_key("ada", "abc-1", 100).unwrap(),
+            "crops/ada/abc-1/100.png"
+        );
+        assert!(crop_key("../x", "abc", 1).is_err());
+        assert!(upload_key("ada", "ABC", "mp4").is_err());
+        assert!(upload_key("ada", "abc", "exe").is_err());
+        assert!(status_key("a/b").is_err());
+        let id = new_upload_id();
+        check_upload_id(&id).unwrap();
+        assert_ne!(id, new_upload_id());
+    }
+}

@@ -1,0 +1,929 @@
+//! The whole system on one machine: ingest → queue → dataset → gallery, behind one API.
+//!
+//! [`System`] is what `twin` commands and `twin serve` run: the same steps the Lambda functions
+//! run in AWS, on a [`LocalStore`] under a data folder and an [`InProcessQueue`]. An enrollment
+//! goes `created → uploaded → cropped → indexed` (or `failed` with the reason), each state
+//! recorded in `status/<upload-id>.json` before the next step starts, so a process killed in
+//! the middle picks the work up again when it is next opened.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc, Mutex, RwLock, Weak};
+use std::time::Duration;
+
+use image::RgbImage;
+use serde::{Deserialize, Serialize};
+
+use crate::dataset::{self, DatasetError, Update};
+use crate::embed::{ChipBatch, EmbedError, Embedder, EmbedderOptions};
+use crate::face::enroll::{enroll_video, video_pipeline_options, EnrollError, EnrollOptions};
+use crate::face::pipeline::{cut_chip, FacePipeline, PipelineError, PipelineOptions};
+use crate::gallery::{Gallery, Hit};
+use crate::imageio::{self, ImageError};
+use crate::keys;
+use crate::messages::{IngestMessage, MESSAGE_VERSION};
+use crate::queue::{InProcessQueue, Queue};
+use crate::store::{content_tag, Condition, LocalStore, ObjectStore, StoreError};
+
+/// Largest photo accepted by `match` and photo enrollments.
+pub const MAX_PHOTO_BYTES: usize = 10 * 1024 * 1024;
+/// Largest enrollment video accepted.
+pub const MAX_VIDEO_BYTES: usize = 50 * 1024 * 1024;
+/// Most identities a match returns per face.
+pub const MAX_K: usize = 20;
+/// Ingest messages the dataset step takes at once.
+const DATASET_BATCH: usize = 10;
+
+/// Where the system keeps its data and finds its models.
+#[derive(Debug, Clone)]
+pub struct SystemConfig {
+    /// The data folder (the storage layout's keys live under it).
+    pub data_dir: PathBuf,
+    /// `vendor/models`: the backbone and the landmark model.
+    pub models_dir: PathBuf,
+    /// Threads ONNX Runtime may use.
+    pub threads: usize,
+}
+
+/// What went wrong, in terms a caller can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum SystemError {
+    /// Not a supported image or video type.
+    #[error("{0}")]
+    UnsupportedMedia(String),
+    /// Over a size limit.
+    #[error("{0}")]
+    TooLarge(String),
+    /// No usable face.
+    #[error("{0}")]
+    NoFace(String),
+    /// Damaged or undecodable input.
+    #[error("{0}")]
+    BadImage(String),
+    /// Other bad input (a name, an id).
+    #[error("{0}")]
+    BadInput(String),
+    /// No such thing.
+    #[error("{0}")]
+    NotFound(String),
+    /// Not in a state that allows it.
+    #[error("{0}")]
+    Conflict(String),
+    /// Our fault; details go to the log, not to callers.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<StoreError> for SystemError {
+    fn from(e: StoreError) -> Self {
+        SystemError::Internal(e.to_string())
+    }
+}
+impl From<DatasetError> for SystemError {
+    fn from(e: DatasetError) -> Self {
+        SystemError::Internal(e.to_string())
+    }
+}
+impl From<EmbedError> for SystemError {
+    fn from(e: EmbedError) -> Self {
+        SystemError::Internal(e.to_string())
+    }
+}
+impl From<PipelineError> for SystemError {
+    fn from(e: PipelineError) -> Self {
+        SystemError::Internal(e.to_string())
+    }
+}
+impl From<keys::NameError> for SystemError {
+    fn from(e: keys::NameError) -> Self {
+        SystemError::BadInput(e.to_string())
+    }
+}
+impl From<ImageError> for SystemError {
+    fn from(e: ImageError) -> Self {
+        match e {
+            ImageError::UnknownFormat => {
+                SystemError::UnsupportedMedia("not a JPEG, PNG or WebP image".into())
+            }
+            ImageError::TooManyBytes { .. } | ImageError::TooLarge { .. } => {
+                SystemError::TooLarge(e.to_string())
+            }
+            ImageError::Io(_) => SystemError::Internal(e.to_string()),
+            ImageError::Truncated(_) | ImageError::Decode(_) => SystemError::BadImage(format!(
+                "the image could not be read ({e}); try another photo"
+            )),
+        }
+    }
+}
+
+/// A face found in a match photo, with its closest identities.
+#[derive(Debug, Clone, Serialize)]
+pub struct MatchedFace {
+    /// x, y, width, height in the photo.
+    #[serde(rename = "box")]
+    pub bbox: [i64; 4],
+    /// The 5 landmarks.
+    pub landmarks: [[i64; 2]; 5],
+    /// Closest identities first.
+    pub matches: Vec<Hit>,
+}
+
+/// The answer to "who do I look like?".
+#[derive(Debug, Clone, Serialize)]
+pub struct MatchResponse {
+    /// The dataset version searched.
+    pub dataset_version: u64,
+    /// The model that embedded the faces.
+    pub model: String,
+    /// Photo width (after EXIF orientation).
+    pub width: u32,
+    /// Photo height.
+    pub height: u32,
+    /// Faces, largest first.
+    pub faces: Vec<MatchedFace>,
+}
+
+/// A new enrollment.
+#[derive(Debug, Clone, Serialize)]
+pub struct Enrollment {
+    /// Its id.
+    pub upload_id: String,
+    /// The identity's slug.
+    pub slug: String,
+    /// The identity's name.
+    pub display_name: String,
+}
+
+/// Where an enrollment is.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EnrollmentStatus {
+    /// Its id.
+    pub upload_id: String,
+    /// The identity's slug.
+    pub slug: String,
+    /// The identity's name.
+    pub display_name: String,
+    /// `created`, `uploaded`, `cropped`, `indexed` or `failed`.
+    pub state: String,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// The stored upload.
+    pub source_key: Option<String>,
+    /// Video frames sampled.
+    pub frames_sampled: Option<u32>,
+    /// Faces kept.
+    pub kept: Option<u32>,
+    /// Frames rejected, by reason.
+    pub rejected: BTreeMap<String, u32>,
+    /// The head was seen turned to the person's left.
+    pub turned_left: Option<bool>,
+    /// The head was seen turned to the person's right.
+    pub turned_right: Option<bool>,
+    /// The dataset version that indexed it.
+    pub dataset_version: Option<u64>,
+    /// Keys of the crops cut.
+    #[serde(default)]
+    pub crops: Vec<String>,
+}
+
+/// One identity of the gallery.
+#[derive(Debug, Clone, Serialize)]
+pub struct IdentityInfo {
+    /// Its slug.
+    pub slug: String,
+    /// Its name.
+    pub display_name: String,
+    /// Number of crops.
+    pub crops: usize,
+    /// A crop to show.
+    pub picture: Option<String>,
+}
+
+/// A page of the gallery.
+#[derive(Debug, Clone, Serialize)]
+pub struct IdentityPage {
+    /// Identities in all.
+    pub total: usize,
+    /// Index of the first on this page.
+    pub offset: usize,
+    /// This page.
+    pub identities: Vec<IdentityInfo>,
+}
+
+/// The models serving.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelsInfo {
+    /// The model answering matches.
+    pub current: String,
+    /// Trained versions (none until the training job runs).
+    pub versions: Vec<serde_json::Value>,
+}
+
+/// What `import_folder` did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ImportSummary {
+    /// Identities added or already present.
+    pub identities: usize,
+    /// Identities skipped because an earlier run imported them.
+    pub already_imported: usize,
+    /// Images that gave a crop.
+    pub imported: usize,
+    /// Images rejected, by reason.
+    pub rejected: BTreeMap<String, usize>,
+    /// The dataset version at the end.
+    pub dataset_version: u64,
+}
+
+/// The system. Cheap to share (`Arc`); every method blocks, so async hosts call them on a
+/// blocking thread.
+pub struct System {
+    store: Arc<LocalStore>,
+    queue: Arc<InProcessQueue>,
+    photos: FacePipeline,
+    videos: FacePipeline,
+    embedder: Embedder,
+    model_name: String,
+    gallery: RwLock<Arc<Gallery>>,
+    /// Identities being erased: never returned, even before the erase is committed.
+    erasing: RwLock<HashSet<String>>,
+    ingest_tx: Mutex<Option<mpsc::Sender<String>>>,
+    /// Serialises dataset commits made by this process (other writers are handled by CAS).
+    commit_lock: Mutex<()>,
+}
+
+impl System {
+    /// Opens the data folder, loads the models and the current dataset, starts the ingest and
+    /// dataset workers, and resumes enrollments a previous run left unfinished.
+    pub fn open(config: SystemConfig) -> Result<Arc<System>, SystemError> {
+        let sys = Self::open_inner(&config)?;
+        let (tx, rx) = mpsc::channel::<String>();
+        *sys.ingest_tx.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
+        let weak = Arc::downgrade(&sys);
+        std::thread::Builder::new()
+            .name("twin-ingest".into())
+            .spawn(move || ingest_worker(weak, rx))
+            .map_err(|e| SystemError::Internal(e.to_string()))?;
+        let weak = Arc::downgrade(&sys);
+        std::thread::Builder::new()
+            .name("twin-dataset".into())
+            .spawn(move || dataset_worker(weak))
+            .map_err(|e| SystemError::Internal(e.to_string()))?;
+        sys.resume()?;
+        Ok(sys)
+    }
+
+    /// Opens without background workers (for one-shot commands that run steps inline).
+    pub fn open_inline(config: SystemConfig) -> Result<Arc<System>, SystemError> {
+        Self::open_inner(&config)
+    }
+
+    fn open_inner(config: &SystemConfig) -> Result<Arc<System>, SystemError> {
+        let store = Arc::new(LocalStore::open(&config.data_dir)?);
+        let photos = FacePipeline::open(&config.models_dir, &PipelineOptions::default())?;
+        let videos = FacePipeline::open(&config.models_dir, &video_pipeline_options())?;
+        let model = config.models_dir.join(crate::paths::BACKBONE_FILE);
+        let embedder = Embedder::open(&model, &EmbedderOptions { threads: config.threads })?;
+        let gallery = match dataset::load_current(&*store)? {
+            Some(s) => Gallery::from_snapshot(&s),
+            None => Gallery::default(),
+        };
+        Ok(Arc::new(System {
+            store,
+            queue: Arc::new(InProcessQueue::new(Duration::from_secs(300))),
+            photos,
+            videos,
+            embedder,
+            model_name: "backbone".into(),
+            gallery: RwLock::new(Arc::new(gallery)),
+            erasing: RwLock::new(HashSet::new()),
+            ingest_tx: Mutex::new(None),
+            commit_lock: Mutex::new(()),
+        }))
+    }
+
+    /// The object store (for tests and tools).
+    pub fn store(&self) -> &LocalStore {
+        &self.store
+    }
+
+    fn current_gallery(&self) -> Arc<Gallery> {
+        self.gallery.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn refresh_gallery(&self) -> Result<u64, SystemError> {
+        let g = match dataset::load_current(&*self.store)? {
+            Some(s) => Gallery::from_snapshot(&s),
+            None => Gallery::default(),
+        };
+        let v = g.version();
+        *self.gallery.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(g);
+        Ok(v)
+    }
+
+    /// The identities closest to each face in a photo.
+    pub fn match_photo(&self, image: &[u8], k: usize) -> Result<MatchResponse, SystemError> {
+        if image.len() > MAX_PHOTO_BYTES {
+            return Err(SystemError::TooLarge(format!(
+                "the photo is {} bytes; at most {MAX_PHOTO_BYTES} are accepted",
+                image.len()
+            )));
+        }
+        let img = imageio::decode(image, &photo_limits())?;
+        let faces = self.photos.find_faces(&img)?;
+        if faces.is_empty() {
+            return Err(SystemError::NoFace(
+                "No face was found in this photo. Use a photo where a face is clearly visible, facing the camera, and not too small.".into(),
+            ));
+        }
+        let mut batch = ChipBatch::with_capacity(faces.len());
+        for f in &faces {
+            batch.push(&cut_chip(&img, f)).map_err(|e| SystemError::Internal(e.to_string()))?;
+        }
+        let emb = self.embedder.embed(&batch)?;
+        let gallery = self.current_gallery();
+        let erasing = self.erasing.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let k = k.clamp(1, MAX_K);
+        let faces = faces
+            .iter()
+            .enumerate()
+            .map(|(i, f)| MatchedFace {
+                bbox: f.bbox,
+                landmarks: f.landmarks.map(|p| [p.x, p.y]),
+                matches: gallery.search(emb.row(i), k, &|slug| erasing.contains(slug)),
+            })
+            .collect();
+        Ok(MatchResponse {
+            dataset_version: gallery.version(),
+            model: self.model_name.clone(),
+            width: img.width(),
+            height: img.height(),
+            faces,
+        })
+    }
+
+    /// Starts an enrollment for `name`: the upload comes next ([`System::upload_enrollment`]).
+    pub fn create_enrollment(&self, name: &str) -> Result<Enrollment, SystemError> {
+        let display_name = keys::display_name(name)?;
+        let slug = keys::slugify(&display_name);
+        let upload_id = keys::new_upload_id();
+        let status = EnrollmentStatus {
+            upload_id: upload_id.clone(),
+            slug: slug.clone(),
+            display_name: display_name.clone(),
+            state: "created".into(),
+            ..Default::default()
+        };
+        self.save_status(&status, Condition::IfAbsent)?;
+        Ok(Enrollment { upload_id, slug, display_name })
+    }
+
+    /// Stores an enrollment's video or photo and starts cutting faces in the background.
+    pub fn upload_enrollment(
+        &self,
+        upload_id: &str,
+        content_type: &str,
+        bytes: &[u8],
+    ) -> Result<EnrollmentStatus, SystemError> {
+        let mut status = self.enrollment_status(upload_id)?;
+        if status.state != "created" {
+            return Err(SystemError::Conflict(format!(
+                "enrollment {upload_id} already has its upload ({})",
+                status.state
+            )));
+        }
+        let ext = extension_for(content_type).ok_or_else(|| {
+            SystemError::UnsupportedMedia(format!(
+                "{content_type:?} is not accepted: send a video (mp4, mov, webm) or a photo (jpeg, png, webp)"
+            ))
+        })?;
+        let limit = if is_video(ext) { MAX_VIDEO_BYTES } else { MAX_PHOTO_BYTES };
+        if bytes.len() > limit {
+            return Err(SystemError::TooLarge(format!(
+                "the upload is {} bytes; at most {limit} are accepted",
+                bytes.len()
+            )));
+        }
+        if bytes.is_empty() {
+            return Err(SystemError::BadImage("the upload is empty".into()));
+        }
+        let key = keys::upload_key(&status.slug, upload_id, ext)?;
+        self.store.put(&key, bytes, Condition::None)?;
+        status.state = "uploaded".into();
+        status.source_key = Some(key);
+        self.save_status(&status, Condition::None)?;
+        let tx = self.ingest_tx.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        match tx {
+            Some(tx) => {
+                let _ = tx.send(upload_id.to_string());
+            }
+            None => {
+                // No workers (a one-shot command): run the steps here.
+                self.ingest(upload_id)?;
+                self.process_queue()?;
+                status = self.enrollment_status(upload_id)?;
+            }
+        }
+        Ok(status)
+    }
+
+    /// Enrolls a file in one call (the `twin enroll` command): same steps as the server.
+    pub fn enroll_file(&self, name: &str, path: &Path) -> Result<EnrollmentStatus, SystemError> {
+        let ext = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase)
+            .unwrap_or_default();
+        let content_type = match ext.as_str() {
+            "mp4" | "m4v" => "video/mp4",
+            "mov" => "video/quicktime",
+            "webm" => "video/webm",
+            "jpg" | "jpeg" => "image/jpeg",
+            "png" => "image/png",
+            "webp" => "image/webp",
+            _ => {
+                return Err(SystemError::UnsupportedMedia(format!(
+                    "{} is not a video (mp4, mov, webm) or a photo (jpeg, png, webp)",
+                    path.display()
+                )))
+            }
+        };
+        let meta = std::fs::metadata(path)
+            .map_err(|e| SystemError::BadInput(format!("cannot read {}: {e}", path.display())))?;
+        if meta.len() as usize > MAX_VIDEO_BYTES {
+            return Err(SystemError::TooLarge(format!("{} is too large", path.display())));
+        }
+        let bytes = std::fs::read(path)
+            .map_err(|e| SystemError::BadInput(format!("cannot read {}: {e}", path.display())))?;
+        let e = self.create_enrollment(name)?;
+        self.upload_enrollment(&e.upload_id, content_type, &bytes)
+    }
+
+    /// The status of an enrollment.
+    pub fn enrollment_status(&self, upload_id: &str) -> Result<EnrollmentStatus, SystemError> {
+        let key = keys::status_key(upload_id)
+            .map_err(|_| SystemError::NotFound(format!("no enrollment {upload_id:?}")))?;
+        let obj = self
+            .store
+            .get(&key)?
+            .ok_or_else(|| SystemError::NotFound(format!("no enrollment {upload_id}")))?;
+        serde_json::from_slice(&obj.data).map_err(|e| SystemError::Internal(e.to_string()))
+    }
+
+    fn save_status(&self, s: &EnrollmentStatus, cond: Condition) -> Result<(), SystemError> {
+        let key = keys::status_key(&s.upload_id)?;
+        let body = serde_json::to_vec_pretty(s).expect("a status serializes");
+        self.store.put(&key, &body, cond)?;
+        Ok(())
+    }
+
+    fn fail(&self, mut s: EnrollmentStatus, message: String) -> Result<(), SystemError> {
+        tracing::warn!(upload_id = %s.upload_id, reason = %message, "enrollment failed");
+        s.state = "failed".into();
+        s.error = Some(message);
+        self.save_status(&s, Condition::None)
+    }
+
+    /// Cuts the faces of an uploaded enrollment, stores the crops and queues the message.
+    fn ingest(&self, upload_id: &str) -> Result<(), SystemError> {
+        let mut status = self.enrollment_status(upload_id)?;
+        if status.state != "uploaded" {
+            return Ok(()); // done already (a repeated event)
+        }
+        let Some(key) = status.source_key.clone() else {
+            return self.fail(status, "the upload is missing".into());
+        };
+        let Some(obj) = self.store.get(&key)? else {
+            return self.fail(status, "the upload is missing".into());
+        };
+        let ext = key.rsplit('.').next().unwrap_or("");
+        let mut chips: Vec<(u64, RgbImage)> = Vec::new();
+        let mut rejected: BTreeMap<String, u32> = BTreeMap::new();
+        if is_video(ext) {
+            let tmp = tempfile::Builder::new()
+                .suffix(&format!(".{ext}"))
+                .tempfile()
+                .map_err(|e| SystemError::Internal(e.to_string()))?;
+            std::fs::write(tmp.path(), &obj.data).map_err(|e| SystemError::Internal(e.to_string()))?;
+            let report = match enroll_video(
+                tmp.path(),
+                &self.videos,
+                Some(&self.embedder),
+                &EnrollOptions::default(),
+            ) {
+                Ok(r) => r,
+                Err(EnrollError::Video(e)) => return self.fail(status, format!("the video could not be used: {e}")),
+                Err(e @ EnrollError::NotEnoughFrames { .. }) => return self.fail(status, e.to_string()),
+                Err(e) => return Err(SystemError::Internal(e.to_string())),
+            };
+            for (r, n) in &report.rejected_by_reason {
+                rejected.insert(r.to_string(), *n as u32);
+            }
+            status.frames_sampled = Some(report.frames_sampled as u32);
+            status.turned_left = Some(report.turned_left);
+            status.turned_right = Some(report.turned_right);
+            chips = report.kept.into_iter().map(|k| (k.ms, k.chip)).collect();
+        } else {
+            let img = match imageio::decode(&obj.data, &photo_limits()) {
+                Ok(i) => i,
+                Err(e) => return self.fail(status, SystemError::from(e).to_string()),
+            };
+            let faces = self.photos.find_faces(&img)?;
+            match faces.first() {
+                Some(f) => chips.push((0, cut_chip(&img, f))),
+                None => return self.fail(status, "no face was found in the photo".into()),
+            }
+            status.frames_sampled = Some(1);
+        }
+        let mut crops = Vec::with_capacity(chips.len());
+        for (ms, chip) in &chips {
+            let key = keys::crop_key(&status.slug, upload_id, *ms)?;
+            self.store.put(&key, &encode_png(chip)?, Condition::None)?;
+            crops.push(key);
+        }
+        status.kept = Some(crops.len() as u32);
+        status.rejected = rejected;
+        status.crops = crops;
+        status.state = "cropped".into();
+        self.save_status(&status, Condition::None)?;
+        self.queue
+            .send(&ingest_message(&status).to_json())
+            .map_err(|e| SystemError::Internal(e.to_string()))?;
+        Ok(())
+    }
+
+    /// Runs the dataset step on every queued message (one-shot commands; the server's worker
+    /// does this continuously). Returns the dataset version now current.
+    pub fn process_queue(&self) -> Result<u64, SystemError> {
+        loop {
+            let batch = self
+                .queue
+                .receive(DATASET_BATCH, Duration::ZERO)
+                .map_err(|e| SystemError::Internal(e.to_string()))?;
+            if batch.is_empty() {
+                return Ok(self.current_gallery().version());
+            }
+            self.dataset_step(&batch)?;
+        }
+    }
+
+    /// Embeds the crops of a batch of ingest messages and commits one dataset version.
+    fn dataset_step(&self, batch: &[crate::queue::Received]) -> Result<(), SystemError> {
+        let mut updates = Vec::new();
+        let mut done = Vec::new();
+        for r in batch {
+            let m = match IngestMessage::parse(&r.body) {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::error!(receipt = r.receipt, error = %e, "unusable ingest message dropped");
+                    let _ = self.queue.ack(r.receipt);
+                    continue;
+                }
+            };
+            let mut chips = Vec::with_capacity(m.crops.len());
+            for k in &m.crops {
+                let Some(obj) = self.store.get(k)? else {
+                    return Err(SystemError::Internal(format!("crop {k} is missing")));
+                };
+                let img = image::load_from_memory_with_format(&obj.data, image::ImageFormat::Png)
+                    .map_err(|e| SystemError::Internal(format!("crop {k}: {e}")))?
+                    .to_rgb8();
+                chips.push(img);
+            }
+            let mut embeddings = Vec::with_capacity(chips.len());
+            for group in chips.chunks(16) {
+                let mut b = ChipBatch::with_capacity(group.len());
+                for c in group {
+                    b.push(c).map_err(|e| SystemError::Internal(e.to_string()))?;
+                }
+                embeddings.extend(self.embedder.embed(&b)?.rows().map(<[f32]>::to_vec));
+            }
+            done.push((r.receipt, m.upload_id.clone()));
+            updates.push(Update::Add { message: m, embeddings });
+        }
+        let version = {
+            let _g = self.commit_lock.lock().unwrap_or_else(|p| p.into_inner());
+            dataset::commit(&*self.store, self.embedder.dim(), &updates)?
+        };
+        self.refresh_gallery()?;
+        for (receipt, upload_id) in done {
+            if let Ok(mut s) = self.enrollment_status(&upload_id) {
+                if s.state == "cropped" {
+                    s.state = "indexed".into();
+                    s.dataset_version = Some(version);
+                    self.save_status(&s, Condition::None)?;
+                }
+            }
+            let _ = self.queue.ack(receipt);
+        }
+        Ok(())
+    }
+
+    /// Picks up enrollments a previous run left between steps.
+    fn resume(&self) -> Result<(), SystemError> {
+        for key in self.store.list("status/")? {
+            let Some(obj) = self.store.get(&key)? else { continue };
+            let Ok(s) = serde_json::from_slice::<EnrollmentStatus>(&obj.data) else { continue };
+            match s.state.as_str() {
+                "uploaded" => {
+                    if let Some(tx) = self.ingest_tx.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+                        let _ = tx.send(s.upload_id.clone());
+                    }
+                }
+                "cropped" => {
+                    self.queue
+                        .send(&ingest_message(&s).to_json())
+                        .map_err(|e| SystemError::Internal(e.to_string()))?;
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// A page of the gallery, by slug.
+    pub fn identities(&self, offset: usize, limit: usize) -> Result<IdentityPage, SystemError> {
+        let snap = dataset::load_current(&*self.store)?;
+        let erasing = self.erasing.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let all: Vec<IdentityInfo> = snap
+            .map(|s| s.manifest.identities)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|i| !erasing.contains(&i.slug))
+            .map(info)
+            .collect();
+        let total = all.len();
+        let identities = all.into_iter().skip(offset).take(limit.clamp(1, 500)).collect();
+        Ok(IdentityPage { total, offset, identities })
+    }
+
+    /// One identity.
+    pub fn identity(&self, slug: &str) -> Result<IdentityInfo, SystemError> {
+        let not_found = || SystemError::NotFound(format!("no identity {slug:?} in the gallery"));
+        keys::check_slug(slug).map_err(|_| not_found())?;
+        if self.erasing.read().unwrap_or_else(|p| p.into_inner()).contains(slug) {
+            return Err(not_found());
+        }
+        let snap = dataset::load_current(&*self.store)?.ok_or_else(not_found)?;
+        snap.manifest.identity(slug).cloned().map(info).ok_or_else(not_found)
+    }
+
+    /// Erases a person: their crops, uploads and embeddings. They are not matched from the
+    /// moment this is called.
+    pub fn delete_identity(&self, slug: &str) -> Result<(), SystemError> {
+        let ident = self.identity(slug)?;
+        self.erasing.write().unwrap_or_else(|p| p.into_inner()).insert(ident.slug.clone());
+        let result = (|| {
+            {
+                let _g = self.commit_lock.lock().unwrap_or_else(|p| p.into_inner());
+                dataset::commit(&*self.store, self.embedder.dim(), &[Update::Erase { slug: slug.to_string() }])?;
+            }
+            self.refresh_gallery()?;
+            for prefix in [format!("crops/{slug}/"), format!("uploads/{slug}/")] {
+                for k in self.store.list(&prefix)? {
+                    self.store.delete(&k)?;
+                }
+            }
+            for key in self.store.list("status/")? {
+                if let Some(obj) = self.store.get(&key)? {
+                    if let Ok(s) = serde_json::from_slice::<EnrollmentStatus>(&obj.data) {
+                        if s.slug == slug {
+                            self.store.delete(&key)?;
+                        }
+                    }
+                }
+            }
+            Ok::<(), SystemError>(())
+        })();
+        self.erasing.write().unwrap_or_else(|p| p.into_inner()).remove(slug);
+        result
+    }
+
+    /// The PNG bytes of a crop.
+    pub fn crop(&self, key: &str) -> Result<Vec<u8>, SystemError> {
+        let nf = || SystemError::NotFound("no such picture".into());
+        if !key.starts_with("crops/") || crate::store::check_key(key).is_err() {
+            return Err(nf());
+        }
+        let slug = key.split('/').nth(1).unwrap_or("");
+        if self.erasing.read().unwrap_or_else(|p| p.into_inner()).contains(slug) {
+            return Err(nf());
+        }
+        Ok(self.store.get(key)?.ok_or_else(nf)?.data)
+    }
+
+    /// The models serving.
+    pub fn models(&self) -> ModelsInfo {
+        ModelsInfo { current: self.model_name.clone(), versions: Vec::new() }
+    }
+
+    /// Imports a folder with one sub-folder of photos per identity (tight face crops work).
+    /// Each identity is committed on its own, so an interrupted import keeps what it finished
+    /// and the next run skips it. `progress` is called after each image.
+    pub fn import_folder(
+        &self,
+        dir: &Path,
+        progress: &dyn Fn(usize, usize),
+    ) -> Result<ImportSummary, SystemError> {
+        let mut people: Vec<(String, Vec<PathBuf>)> = Vec::new();
+        let entries = std::fs::read_dir(dir)
+            .map_err(|e| SystemError::BadInput(format!("cannot read {}: {e}", dir.display())))?;
+        for e in entries.flatten() {
+            let p = e.path();
+            if !p.is_dir() {
+                continue;
+            }
+            let mut files: Vec<PathBuf> = std::fs::read_dir(&p)
+                .map_err(|e| SystemError::BadInput(format!("cannot read {}: {e}", p.display())))?
+                .flatten()
+                .map(|e| e.path())
+                .filter(|f| {
+                    matches!(
+                        f.extension().and_then(|x| x.to_str()).map(str::to_ascii_lowercase).as_deref(),
+                        Some("jpg" | "jpeg" | "png" | "webp")
+                    )
+                })
+                .collect();
+            files.sort();
+            if !files.is_empty() {
+                people.push((e.file_name().to_string_lossy().into_owned(), files));
+            }
+        }
+        people.sort();
+        let total: usize = people.iter().map(|p| p.1.len()).sum();
+        let mut summary = ImportSummary::default();
+        let mut done = 0;
+        let applied = dataset::load_current(&*self.store)?
+            .map(|s| s.manifest.applied_uploads)
+            .unwrap_or_default();
+        for (folder, files) in people {
+            let name = folder.replace('_', " ");
+            let display_name = match keys::display_name(&name) {
+                Ok(n) => n,
+                Err(e) => {
+                    *summary.rejected.entry(format!("bad folder name ({e})")).or_default() += files.len();
+                    done += files.len();
+                    progress(done, total);
+                    continue;
+                }
+            };
+            let slug = keys::slugify(&display_name);
+            let mut fingerprint = Vec::new();
+            for f in &files {
+                fingerprint.extend_from_slice(f.file_name().unwrap_or_default().as_encoded_bytes());
+                fingerprint.extend_from_slice(&std::fs::metadata(f).map(|m| m.len()).unwrap_or(0).to_le_bytes());
+            }
+            let upload_id = format!("import-{}", content_tag(&fingerprint));
+            summary.identities += 1;
+            if applied.contains(&upload_id) {
+                summary.already_imported += 1;
+                done += files.len();
+                progress(done, total);
+                continue;
+            }
+            let mut crops = Vec::new();
+            let mut chips = Vec::new();
+            for (i, f) in files.iter().enumerate() {
+                let outcome = imageio::decode_file(f, &photo_limits())
+                    .map_err(|e| match e {
+                        ImageError::UnknownFormat => "not an image".to_string(),
+                        ImageError::TooLarge { .. } | ImageError::TooManyBytes { .. } => "too large".to_string(),
+                        _ => "unreadable".to_string(),
+                    })
+                    .and_then(|img| match self.photos.find_faces(&img) {
+                        Ok(faces) => faces.first().map(|f| cut_chip(&img, f)).ok_or_else(|| "no face".to_string()),
+                        Err(e) => Err(format!("detection failed ({e})")),
+                    });
+                match outcome {
+                    Ok(chip) => {
+                        let key = keys::crop_key(&slug, &upload_id, (i + 1) as u64)?;
+                        self.store.put(&key, &encode_png(&chip)?, Condition::None)?;
+                        crops.push(key);
+                        chips.push(chip);
+                    }
+                    Err(reason) => *summary.rejected.entry(reason).or_default() += 1,
+                }
+                done += 1;
+                progress(done, total);
+            }
+            summary.imported += crops.len();
+            let mut embeddings = Vec::with_capacity(chips.len());
+            for group in chips.chunks(16) {
+                let mut b = ChipBatch::with_capacity(group.len());
+                for c in group {
+                    b.push(c).map_err(|e| SystemError::Internal(e.to_string()))?;
+                }
+                embeddings.extend(self.embedder.embed(&b)?.rows().map(<[f32]>::to_vec));
+            }
+            let message = IngestMessage {
+                v: MESSAGE_VERSION,
+                upload_id,
+                slug,
+                display_name,
+                source_key: format!("import/{folder}"),
+                crops,
+                rejected: BTreeMap::new(),
+            };
+            let _g = self.commit_lock.lock().unwrap_or_else(|p| p.into_inner());
+            dataset::commit(&*self.store, self.embedder.dim(), &[Update::Add { message, embeddings }])?;
+        }
+        summary.dataset_version = self.refresh_gallery()?;
+        Ok(summary)
+    }
+
+    /// Waits until no enrollment is between steps (tests and one-shot commands).
+    pub fn wait_idle(&self, timeout: Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < deadline {
+            let pending = self.store.list("status/").unwrap_or_default().iter().any(|k| {
+                self.store
+                    .get(k)
+                    .ok()
+                    .flatten()
+                    .and_then(|o| serde_json::from_slice::<EnrollmentStatus>(&o.data).ok())
+                    .is_some_and(|s| s.state == "uploaded" || s.state == "cropped")
+            });
+            if !pending && self.queue.is_empty() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+}
+
+fn info(i: crate::dataset::Identity) -> IdentityInfo {
+    IdentityInfo { picture: i.crops.first().cloned(), crops: i.crops.len(), slug: i.slug, display_name: i.display_name }
+}
+
+fn ingest_message(s: &EnrollmentStatus) -> IngestMessage {
+    IngestMessage {
+        v: MESSAGE_VERSION,
+        upload_id: s.upload_id.clone(),
+        slug: s.slug.clone(),
+        display_name: s.display_name.clone(),
+        source_key: s.source_key.clone().unwrap_or_default(),
+        crops: s.crops.clone(),
+        rejected: s.rejected.clone(),
+    }
+}
+
+fn photo_limits() -> imageio::Limits {
+    imageio::Limits { max_bytes: MAX_PHOTO_BYTES as u64, ..Default::default() }
+}
+
+fn encode_png(img: &RgbImage) -> Result<Vec<u8>, SystemError> {
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Png).map_err(|e| SystemError::Internal(e.to_string()))?;
+    Ok(out.into_inner())
+}
+
+fn extension_for(content_type: &str) -> Option<&'static str> {
+    let base = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    Some(match base.as_str() {
+        "video/mp4" => "mp4",
+        "video/quicktime" => "mov",
+        "video/webm" => "webm",
+        "image/jpeg" => "jpg",
+        "image/png" => "png",
+        "image/webp" => "webp",
+        _ => return None,
+    })
+}
+
+fn is_video(ext: &str) -> bool {
+    matches!(ext, "mp4" | "mov" | "webm")
+}
+
+fn ingest_worker(sys: Weak<System>, rx: mpsc::Receiver<String>) {
+    while let Ok(id) = rx.recv() {
+        let Some(sys) = sys.upgrade() else { return };
+        let span = tracing::info_span!("ingest", upload_id = %id);
+        let _e = span.enter();
+        if let Err(e) = sys.ingest(&id) {
+            tracing::error!(error = %e, "ingest failed");
+            if let Ok(s) = sys.enrollment_status(&id) {
+                let _ = sys.fail(s, "the upload could not be processed; try again".into());
+            }
+        }
+    }
+}
+
+fn dataset_worker(sys: Weak<System>) {
+    loop {
+        let Some(s) = sys.upgrade() else { return };
+        let queue = s.queue.clone();
+        drop(s);
+        let batch = match queue.receive(DATASET_BATCH, Duration::from_millis(500)) {
+            Ok(b) => b,
+            Err(_) => continue,
+        };
+        if batch.is_empty() {
+            continue;
+        }
+        let Some(s) = sys.upgrade() else { return };
+        if let Err(e) = s.dataset_step(&batch) {
+            // Unacknowledged messages come back after the visibility timeout.
+            tracing::error!(error = %e, "dataset step failed");
+        }
+    }
+}
