@@ -23,6 +23,7 @@ use twin_core::face::pipeline::{cut_chip, FacePipeline, FoundFace, PipelineOptio
 use twin_core::face::quality::Measures;
 use twin_core::face::video;
 
+/// Arguments of `twin faces`.
 #[derive(Args)]
 pub struct FacesArgs {
     /// A photo (JPEG, PNG, WebP) or a video (MP4, MOV, WebM).
@@ -76,6 +77,7 @@ fn kind_of(path: &Path) -> anyhow::Result<Kind> {
     }
 }
 
+/// Runs `twin faces`.
 pub fn run(args: FacesArgs) -> anyhow::Result<ExitCode> {
     let kind = kind_of(&args.input)?;
     if let Some(dir) = &args.out {
@@ -125,7 +127,7 @@ enum Report {
     Video {
         path: PathBuf,
         #[serde(flatten)]
-        report: EnrollReport,
+        report: Box<EnrollReport>,
     },
 }
 
@@ -225,7 +227,7 @@ fn video(args: &FacesArgs, pipeline: &FacePipeline) -> anyhow::Result<Output> {
         .collect();
     let report = Report::Video {
         path: args.input.clone(),
-        report,
+        report: Box::new(report),
     };
     Ok((report, chips))
 }

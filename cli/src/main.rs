@@ -34,7 +34,7 @@ enum Command {
         #[command(subcommand)]
         command: ModelCommand,
     },
-    /// Embed faces and print one JSON line per input: {"path", "faces": [{"box", "embedding"}]}.
+    /// Embed faces and print one JSON line per input: {"path", "faces": [{"box", "landmarks", "embedding"}]}.
     Embed(embed::EmbedArgs),
     /// Find faces in a photo, or the enrollment frames of a video (kept and rejected, with
     /// reasons): one JSON report on stdout; --out DIR also writes the chips and report.json.

@@ -92,6 +92,7 @@ pub fn luma(p: [u8; 3]) -> f32 {
 }
 
 /// The face region of a chip as grey levels, row by row ([`FACE_REGION`] on both axes).
+/// Panics unless the chip is 150×150 (what the image measures below all require).
 fn face_grey(chip: &RgbImage) -> (usize, Vec<f32>) {
     assert_eq!(
         chip.dimensions(),
@@ -406,7 +407,7 @@ pub struct Measures {
 }
 
 impl Measures {
-    /// Measures a face from its box, landmarks and chip.
+    /// Measures a face from its box, landmarks and 150×150 chip (panics on another size).
     pub fn of(bbox: [i64; 4], landmarks: &[Point; 5], chip: &RgbImage) -> Self {
         Measures {
             face_side: face_side(bbox),

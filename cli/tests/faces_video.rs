@@ -1,0 +1,250 @@
+//! `twin faces` end to end: the enrollment clip (report, chips on disk, every chip the
+//! reference person by `twin embed`), a photo of two people, and bad input that must fail
+//! clearly and leave nothing behind.
+//!
+//! Media come from `../shared/data/media`, models from `vendor/`; anything missing fails.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn media(name: &str) -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/data/media")
+        .join(name);
+    assert!(p.is_file(), "test media {} is missing", p.display());
+    p
+}
+
+fn twin(args: &[&std::ffi::OsStr]) -> Output {
+    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("../vendor/models");
+    for f in ["backbone.onnx", "shape_predictor_5_face_landmarks.dat"] {
+        assert!(
+            models.join(f).is_file(),
+            "{} is missing: run scripts/setup",
+            models.join(f).display()
+        );
+    }
+    Command::new(env!("CARGO_BIN_EXE_twin"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn json_line(out: &Output) -> Value {
+    let text = String::from_utf8(out.stdout.clone()).unwrap();
+    let mut lines = text.lines();
+    let v = serde_json::from_str(lines.next().expect("no output")).unwrap();
+    assert!(lines.next().is_none(), "more than one line");
+    v
+}
+
+fn embeddings(out: &Output) -> Vec<Vec<f64>> {
+    String::from_utf8(out.stdout.clone())
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            v["faces"][0]["embedding"]
+                .as_array()
+                .unwrap_or_else(|| panic!("no embedding: {l}"))
+                .iter()
+                .map(|x| x.as_f64().unwrap())
+                .collect()
+        })
+        .collect()
+}
+
+fn distance(a: &[f64], b: &[f64]) -> f64 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y) * (x - y))
+        .sum::<f64>()
+        .sqrt()
+}
+
+#[test]
+fn the_clip_gives_a_report_and_chips_of_lin_manuel_miranda() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("faces");
+    let clip = media("short_hamilton_clip.mp4");
+    let out = twin(&[
+        "faces".as_ref(),
+        clip.as_os_str(),
+        "--out".as_ref(),
+        out_dir.as_os_str(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let summary = stderr(&out);
+    println!("{summary}");
+    assert!(
+        summary.contains("92 frames sampled every 100 ms"),
+        "{summary}"
+    );
+
+    let report = json_line(&out);
+    let on_disk: Value =
+        serde_json::from_slice(&std::fs::read(out_dir.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report, on_disk);
+    assert_eq!(report["kind"], "video");
+    assert_eq!(report["frames_sampled"], 92);
+    let kept = report["kept"].as_array().unwrap();
+    let rejected = report["rejected"].as_array().unwrap();
+    assert!(kept.len() >= 20, "{} kept", kept.len());
+    assert_eq!(kept.len() + rejected.len(), 92);
+    let by_reason: u64 = report["rejected_by_reason"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|n| n.as_u64().unwrap())
+        .sum();
+    assert_eq!(by_reason as usize, rejected.len());
+    for r in rejected {
+        assert!(r["reason"].is_string() && r["ms"].is_u64(), "{r}");
+    }
+    assert_eq!(report["turned_left"], true);
+    assert_eq!(report["turned_right"], true);
+
+    // One chip per kept frame, named by its time, 150×150, and nothing else.
+    let mut files: Vec<String> = std::fs::read_dir(&out_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    files.sort();
+    let mut expected: Vec<String> = kept
+        .iter()
+        .map(|k| {
+            assert_eq!(k["box"].as_array().unwrap().len(), 4);
+            assert_eq!(k["landmarks"].as_array().unwrap().len(), 5);
+            assert!(k.get("chip").is_none());
+            format!("{}.png", k["ms"])
+        })
+        .chain(std::iter::once("report.json".to_string()))
+        .collect();
+    expected.sort();
+    assert_eq!(files, expected);
+    let chips: Vec<PathBuf> = kept
+        .iter()
+        .map(|k| out_dir.join(format!("{}.png", k["ms"])))
+        .collect();
+    for c in &chips {
+        assert_eq!(image::image_dimensions(c).unwrap(), (150, 150));
+    }
+
+    // The chips on disk are the reference person.
+    let photo = media("lin-manuel-miranda.png");
+    let reference = twin(&["embed".as_ref(), photo.as_os_str()]);
+    assert!(reference.status.success(), "{}", stderr(&reference));
+    let reference = embeddings(&reference).remove(0);
+    let mut args: Vec<&std::ffi::OsStr> = vec!["embed".as_ref(), "--chips".as_ref()];
+    args.extend(chips.iter().map(|c| c.as_os_str()));
+    let embedded = twin(&args);
+    assert!(embedded.status.success(), "{}", stderr(&embedded));
+    let distances: Vec<f64> = embeddings(&embedded)
+        .iter()
+        .map(|e| distance(e, &reference))
+        .collect();
+    let max = distances.iter().copied().fold(0.0, f64::max);
+    println!(
+        "{} chips, max distance to lin-manuel-miranda.png {max:.3}",
+        chips.len()
+    );
+    assert!(max < 0.6, "{distances:?}");
+}
+
+#[test]
+fn a_photo_lists_every_face_and_how_it_was_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("faces");
+    let photo = media("two_people.jpg");
+    let out = twin(&[
+        "faces".as_ref(),
+        photo.as_os_str(),
+        "--out".as_ref(),
+        out_dir.as_os_str(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report = json_line(&out);
+    assert_eq!(report["kind"], "photo");
+    let faces = report["faces"].as_array().unwrap();
+    assert_eq!(faces.len(), 2);
+    for (i, f) in faces.iter().enumerate() {
+        assert_eq!(f["source"], "detected");
+        assert_eq!(f["box"].as_array().unwrap().len(), 4);
+        assert_eq!(f["landmarks"].as_array().unwrap().len(), 5);
+        assert!(f["rect"]["left"].is_i64());
+        assert!(f["pose"]["yaw"].is_f64() && f["sharpness"].is_f64());
+        let chip = out_dir.join(format!("face-{i}.png"));
+        assert_eq!(image::image_dimensions(&chip).unwrap(), (150, 150));
+    }
+    assert!(stderr(&out).contains("2 faces"));
+}
+
+/// Runs `twin faces` on bad input and checks that it fails with `message` and writes nothing.
+fn refused(input: &Path, message: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("faces");
+    let out = twin(&[
+        "faces".as_ref(),
+        input.as_os_str(),
+        "--out".as_ref(),
+        out_dir.as_os_str(),
+    ]);
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty());
+    let err = stderr(&out);
+    assert!(err.contains(message), "{err}");
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+#[test]
+fn bad_input_fails_clearly_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let garbage = dir.path().join("garbage.mp4");
+    std::fs::write(&garbage, [0x42u8; 5000]).unwrap();
+    refused(
+        &garbage,
+        "is neither a photo (JPEG, PNG, WebP) nor a video (MP4, MOV, WebM)",
+    );
+
+    let bytes = std::fs::read(media("short_hamilton_clip.mp4")).unwrap();
+    let truncated = dir.path().join("truncated.mp4");
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+    refused(
+        &truncated,
+        "twin: error: the video cannot be opened: it is damaged, truncated or uses an unsupported codec",
+    );
+
+    let photo = dir.path().join("cut.jpg");
+    let jpeg = std::fs::read(media("two_people.jpg")).unwrap();
+    std::fs::write(&photo, &jpeg[..jpeg.len() / 2]).unwrap();
+    refused(&photo, "twin: error: ");
+
+    refused(&dir.path().join("missing.mp4"), "cannot read");
+}
+
+#[test]
+fn an_existing_output_folder_is_not_overwritten() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("keep.txt"), b"mine").unwrap();
+    let photo = media("obama.jpg");
+    let out = twin(&[
+        "faces".as_ref(),
+        photo.as_os_str(),
+        "--out".as_ref(),
+        dir.path().as_os_str(),
+    ]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("exists and is not an empty folder"));
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["keep.txt"]);
+}
