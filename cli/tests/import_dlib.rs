@@ -137,7 +137,14 @@ fn refuses_a_flipped_version_number() {
 fn refuses_the_five_point_landmark_model() {
     let sp = std::fs::read(models_dir().join("shape_predictor_5_face_landmarks.dat"))
         .expect("run scripts/setup");
-    assert_refused(&sp, &["not dlib's face-recognition ResNet", "at byte"]);
+    assert_refused(&sp, &["shape predictor", "not the face-recognition ResNet"]);
+    // Past its first bytes, it is refused by the record checks too.
+    let mut disguised = sp.clone();
+    disguised[2] = 0x01;
+    assert_refused(
+        &disguised,
+        &["not dlib's face-recognition ResNet", "at byte"],
+    );
 }
 
 #[test]

@@ -19,6 +19,9 @@ pub enum ResnetError {
     /// The file is empty.
     #[error("the file is empty (0 bytes); expected dlib_face_recognition_resnet_model_v1.dat")]
     Empty,
+    /// The file is one of dlib's shape predictors (e.g. the 5-point landmark model).
+    #[error("this is a dlib shape predictor (a landmark model such as shape_predictor_5_face_landmarks.dat), not the face-recognition ResNet (dlib_face_recognition_resnet_model_v1.dat)")]
+    ShapePredictor,
     /// A record does not match the expected network.
     #[error("not dlib's face-recognition ResNet")]
     Format(#[from] SerError),
@@ -136,6 +139,11 @@ const DOWN_POOL: usize = 2;
 pub fn parse(bytes: &[u8]) -> Result<FaceResnet, ResnetError> {
     if bytes.is_empty() {
         return Err(ResnetError::Empty);
+    }
+    // A shape predictor starts with version 1 and then a matrix, whose row count is stored
+    // negated: 01 01 81 ..; a network starts with version 1 and the loss layer's name.
+    if bytes.len() > 3 && bytes[..3] == [0x01, 0x01, 0x81] {
+        return Err(ResnetError::ShapePredictor);
     }
     let mut r = Reader::new(bytes);
     let mut st = State::default();
