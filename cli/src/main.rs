@@ -9,6 +9,7 @@ mod eval;
 mod faces;
 mod gallery;
 mod model;
+mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -48,6 +49,8 @@ enum Command {
     Match(gallery::MatchArgs),
     /// Join the gallery with a video (the same ingest → queue → dataset path as the server).
     Enroll(gallery::EnrollArgs),
+    /// Serve the HTTP API and the web page (prints the page's address).
+    Serve(serve::ServeArgs),
     /// Measure accuracy.
     Eval {
         #[command(subcommand)]
@@ -97,6 +100,7 @@ fn main() -> ExitCode {
         } => gallery::import(&data, args),
         Command::Match(args) => gallery::match_photo(&data, args),
         Command::Enroll(args) => gallery::enroll(&data, args),
+        Command::Serve(args) => serve::run(&data, args),
         Command::Model {
             command: ModelCommand::ImportDlib { dat, output },
         } => model::import_dlib(&dat, &output),

@@ -1,0 +1,96 @@
+//! `twin serve`: the HTTP API and the web page on one machine.
+//!
+//! The same router the `api` Lambda function serves (`twin_core::http`), on a tokio listener,
+//! over the system on the local data folder with its ingest and dataset workers running.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Args;
+use twin_core::http::{HttpConfig, API_KEY_ENV};
+use twin_core::system::System;
+
+use crate::gallery;
+
+#[derive(Args)]
+#[command(
+    after_help = "Writes (enrolling, erasing) need the API key from the TWIN_API_KEY \
+    environment variable, sent as the x-api-key header or Authorization: Bearer. Without \
+    TWIN_API_KEY every write is refused, unless --allow-writes-without-key is given."
+)]
+pub struct ServeArgs {
+    /// Address to listen on (port 0 picks a free port; the address is printed).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    addr: SocketAddr,
+    /// Accept writes without a key when TWIN_API_KEY is not set (a trusted machine only).
+    #[arg(long)]
+    allow_writes_without_key: bool,
+    /// Threads ONNX Runtime may use.
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+}
+
+pub fn run(data: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let system = System::open(gallery::config(data, args.threads))
+        .with_context(|| format!("cannot open the data folder {}", data.display()))?;
+    let mut config = HttpConfig::from_env();
+    config.allow_writes_without_key = args.allow_writes_without_key;
+    let writes = match (&config.api_key, config.allow_writes_without_key) {
+        (Some(_), _) => format!("writes need the API key from {API_KEY_ENV}"),
+        (None, true) => "writes are allowed without a key (--allow-writes-without-key)".to_string(),
+        (None, false) => format!("writes are refused: set {API_KEY_ENV} to allow them"),
+    };
+    let app = twin_core::http::router_with(system, config);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(args.addr)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.addr))?;
+        let local = listener.local_addr()?;
+        let shown = if local.ip().is_unspecified() {
+            SocketAddr::new([127, 0, 0, 1].into(), local.port())
+        } else {
+            local
+        };
+        // The one line on stdout: tools (and the browser test) read the address from it.
+        println!("Twin Matcher is at http://{shown}/");
+        eprintln!(
+            "twin: serving {} on {local}; {writes}; Ctrl-C stops",
+            data.display()
+        );
+        axum::serve(listener, app)
+            .with_graceful_shutdown(stop_signal())
+            .await
+            .context("the server stopped")?;
+        anyhow::Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn stop_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    eprintln!("twin: stopping");
+}
