@@ -59,9 +59,11 @@ fn page_matches_enrolls_erases_in_chromium() {
         node.as_ref().is_ok_and(|o| o.status.success()),
         "Node.js is not installed (node --version failed): run scripts/setup"
     );
-    let chromium = chromium().unwrap_or_else(|| {
-        panic!("Chromium is not installed (/usr/lib/chromium/chromium, /usr/bin/chromium): run scripts/setup")
-    });
+    let chromium = chromium()
+        .filter(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!("Chromium is not installed (/usr/lib/chromium/chromium, /usr/bin/chromium, or $CHROMIUM): run scripts/setup")
+        });
     assert!(
         browser_dir
             .join("node_modules/playwright-core/package.json")
