@@ -171,7 +171,17 @@ impl ObjectStore for LocalStore {
     fn delete(&self, key: &str) -> Result<(), StoreError> {
         let path = self.path_of(key)?;
         match std::fs::remove_file(&path) {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                // Folders left empty go too (their names can be a person's slug).
+                let mut dir = path.parent();
+                while let Some(d) = dir {
+                    if d == self.root || std::fs::remove_dir(d).is_err() {
+                        break;
+                    }
+                    dir = d.parent();
+                }
+                Ok(())
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(backend(key, e)),
         }
@@ -272,6 +282,9 @@ mod tests {
         s.delete("crops/a/u/1.png").unwrap();
         s.delete("crops/a/u/1.png").unwrap();
         assert_eq!(s.list("crops/a/").unwrap(), vec!["crops/a/u/2.png"]);
+        s.delete("crops/a/u/2.png").unwrap();
+        assert!(!dir.path().join("crops/a").exists(), "empty folders are removed");
+        assert!(dir.path().join("crops/b/v").exists());
         assert!(s.get("../etc/passwd").is_err());
     }
 }

@@ -337,7 +337,7 @@ impl System {
             )));
         }
         let img = imageio::decode(image, &photo_limits())?;
-        let faces = self.photos.find_faces(&img)?;
+        let faces = self.photos.find_faces_with(&img, false)?;
         if faces.is_empty() {
             return Err(SystemError::NoFace(
                 "No face was found in this photo. Use a photo where a face is clearly visible, facing the camera, and not too small.".into(),

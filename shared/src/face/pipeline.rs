@@ -108,6 +108,13 @@ impl FacePipeline {
 
     /// Every face in `img`, largest first.
     pub fn find_faces(&self, img: &RgbImage) -> Result<Vec<FoundFace>, PipelineError> {
+        self.find_faces_with(img, true)
+    }
+
+    /// Like [`FacePipeline::find_faces`]; `whole_image` false turns the whole-image fallback
+    /// off (a photo someone asks to match must show a detectable face: a small faceless
+    /// picture is not taken whole as one).
+    pub fn find_faces_with(&self, img: &RgbImage, whole_image: bool) -> Result<Vec<FoundFace>, PipelineError> {
         let found = self.detector.detect(img)?;
         if !found.is_empty() {
             return Ok(found
@@ -134,7 +141,7 @@ impl FacePipeline {
                     .collect());
             }
         }
-        if w.max(h) <= self.options.whole_image_max_side && is_squarish(w, h) {
+        if whole_image && w.max(h) <= self.options.whole_image_max_side && is_squarish(w, h) {
             let rect = whole_image_rect(w, h);
             return Ok(vec![FoundFace {
                 bbox: [0, 0, w as i64, h as i64],
