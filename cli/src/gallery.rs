@@ -39,7 +39,9 @@ pub fn config(data: &Path, threads: usize) -> SystemConfig {
 
 #[derive(Args)]
 pub struct ImportArgs {
-    /// A folder with one sub-folder of photos per identity (folder name = the person's name).
+    /// A folder with one sub-folder of photos per identity (folder name = the person's name), or
+    /// a `.parquet` file laid out as a Hugging Face image-classification dataset (`image` and
+    /// `label` columns, class names from its metadata).
     source: PathBuf,
     /// Threads ONNX Runtime may use.
     #[arg(long, default_value_t = 1)]
@@ -47,9 +49,6 @@ pub struct ImportArgs {
 }
 
 pub fn import(data: &Path, args: ImportArgs) -> anyhow::Result<ExitCode> {
-    if args.source.extension().is_some_and(|e| e == "parquet") {
-        anyhow::bail!("parquet datasets are not supported by this build: export the images to a folder per identity");
-    }
     let sys = open_inline(data, args.threads)?;
     sys.resume_inline()?;
     let bar = ProgressBar::new(0);
@@ -60,12 +59,21 @@ pub fn import(data: &Path, args: ImportArgs) -> anyhow::Result<ExitCode> {
         .expect("a valid template")
         .progress_chars("=> "),
     );
-    let summary = sys
-        .import_folder(&args.source, &|done, total| {
-            bar.set_length(total as u64);
-            bar.set_position(done as u64);
-        })
-        .with_context(|| format!("import of {} failed", args.source.display()))?;
+    let progress = |done: usize, total: usize| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    };
+    let is_parquet = args.source.is_file()
+        || args
+            .source
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("parquet"));
+    let summary = if is_parquet {
+        sys.import_parquet(&args.source, &progress)
+    } else {
+        sys.import_folder(&args.source, &progress)
+    }
+    .with_context(|| format!("import of {} failed", args.source.display()))?;
     bar.finish_and_clear();
     let rejected: usize = summary.rejected.values().sum();
     eprintln!(

@@ -60,7 +60,8 @@ enum Command {
 
 #[derive(Subcommand)]
 enum GalleryCommand {
-    /// Import a folder with one sub-folder of photos per identity.
+    /// Import a folder with one sub-folder of photos per identity, or a Hugging Face
+    /// image-classification dataset (.parquet).
     Import(gallery::ImportArgs),
 }
 

@@ -15,6 +15,7 @@ pub mod eval;
 pub mod face;
 pub mod fsutil;
 pub mod gallery;
+pub mod hfparquet;
 pub mod http;
 pub mod imageio;
 pub mod keys;

@@ -6,7 +6,7 @@
 //! recorded in `status/<upload-id>.json` before the next step starts, so a process killed in
 //! the middle picks the work up again when it is next opened.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
@@ -19,6 +19,7 @@ use crate::embed::{ChipBatch, EmbedError, Embedder, EmbedderOptions};
 use crate::face::enroll::{enroll_video, video_pipeline_options, EnrollError, EnrollOptions};
 use crate::face::pipeline::{cut_chip, FacePipeline, PipelineError, PipelineOptions};
 use crate::gallery::{Gallery, Hit};
+use crate::hfparquet::HfDataset;
 use crate::imageio::{self, ImageError};
 use crate::keys;
 use crate::messages::{IngestMessage, MESSAGE_VERSION};
@@ -865,24 +866,8 @@ impl System {
         let total: usize = people.iter().map(|p| p.1.len()).sum();
         let mut summary = ImportSummary::default();
         let mut done = 0;
-        let applied = dataset::load_current(&*self.store)?
-            .map(|s| s.manifest.applied_uploads)
-            .unwrap_or_default();
+        let applied = self.applied_uploads()?;
         for (folder, files) in people {
-            let name = folder.replace('_', " ");
-            let display_name = match keys::display_name(&name) {
-                Ok(n) => n,
-                Err(e) => {
-                    *summary
-                        .rejected
-                        .entry(format!("bad folder name ({e})"))
-                        .or_default() += files.len();
-                    done += files.len();
-                    progress(done, total);
-                    continue;
-                }
-            };
-            let slug = keys::slugify(&display_name);
             let mut fingerprint = Vec::new();
             for f in &files {
                 fingerprint.extend_from_slice(f.file_name().unwrap_or_default().as_encoded_bytes());
@@ -893,75 +878,131 @@ impl System {
                         .to_le_bytes(),
                 );
             }
-            let upload_id = format!("import-{}", content_tag(&fingerprint));
-            summary.identities += 1;
-            if applied.contains(&upload_id) {
-                summary.already_imported += 1;
+            let Some(mut person) = IdentityImport::begin(
+                &folder,
+                format!("import/{folder}"),
+                &fingerprint,
+                files.len(),
+                &applied,
+                &mut summary,
+            )?
+            else {
                 done += files.len();
                 progress(done, total);
                 continue;
-            }
-            let mut crops = Vec::new();
-            let mut chips = Vec::new();
-            for (i, f) in files.iter().enumerate() {
-                let outcome = imageio::decode_file(f, &photo_limits())
-                    .map_err(|e| match e {
-                        ImageError::UnknownFormat => "not an image".to_string(),
-                        ImageError::TooLarge { .. } | ImageError::TooManyBytes { .. } => {
-                            "too large".to_string()
-                        }
-                        _ => "unreadable".to_string(),
-                    })
-                    .and_then(|img| match self.photos.find_faces(&img) {
-                        Ok(faces) => faces
-                            .first()
-                            .map(|f| cut_chip(&img, f))
-                            .ok_or_else(|| "no face".to_string()),
-                        Err(e) => Err(format!("detection failed ({e})")),
-                    });
-                match outcome {
-                    Ok(chip) => {
-                        let key = keys::crop_key(&slug, &upload_id, (i + 1) as u64)?;
-                        self.store.put(&key, &encode_png(&chip)?, Condition::None)?;
-                        crops.push(key);
-                        chips.push(chip);
-                    }
-                    Err(reason) => *summary.rejected.entry(reason).or_default() += 1,
-                }
+            };
+            for f in &files {
+                person.add(
+                    self,
+                    imageio::decode_file(f, &photo_limits()).map_err(|e| reject_reason(&e)),
+                    &mut summary,
+                )?;
                 done += 1;
                 progress(done, total);
             }
-            summary.imported += crops.len();
-            let mut embeddings = Vec::with_capacity(chips.len());
-            for group in chips.chunks(16) {
-                let mut b = ChipBatch::with_capacity(group.len());
-                for c in group {
-                    b.push(c)
-                        .map_err(|e| SystemError::Internal(e.to_string()))?;
-                }
-                embeddings.extend(self.embedder.embed(&b)?.rows().map(<[f32]>::to_vec));
-            }
-            let message = IngestMessage {
-                v: MESSAGE_VERSION,
-                upload_id,
-                slug,
-                display_name,
-                source_key: format!("import/{folder}"),
-                crops,
-                rejected: BTreeMap::new(),
-            };
-            let _g = self.commit_lock.lock().unwrap_or_else(|p| p.into_inner());
-            dataset::commit(
-                &*self.store,
-                self.embedder.dim(),
-                &[Update::Add {
-                    message,
-                    embeddings,
-                }],
-            )?;
+            person.finish(self, &mut summary)?;
         }
         summary.dataset_version = self.refresh_gallery()?;
         Ok(summary)
+    }
+
+    /// Imports a Hugging Face image-classification dataset stored as parquet (see
+    /// [`crate::hfparquet`]): the rows are grouped by label, one identity per label, with the same
+    /// per-identity import as [`System::import_folder`]. Reads one row group at a time (twice:
+    /// once to group the rows, once to import them); an identity is committed as soon as its
+    /// last row is read, so a dataset sorted by label holds one identity's chips at a time.
+    pub fn import_parquet(
+        &self,
+        file: &Path,
+        progress: &dyn Fn(usize, usize),
+    ) -> Result<ImportSummary, SystemError> {
+        let ds = HfDataset::open(file).map_err(|e| SystemError::BadInput(e.to_string()))?;
+        let read = |g: usize| {
+            ds.row_group(g)
+                .map_err(|e| SystemError::BadInput(e.to_string()))
+        };
+        let file_name = file
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let total = ds.num_rows();
+        let mut summary = ImportSummary::default();
+        let mut done = 0;
+
+        // Pass 1: rows per label and a fingerprint of their content.
+        let mut labels: BTreeMap<String, (usize, Vec<u8>)> = BTreeMap::new();
+        let mut row_index = 0u64;
+        for g in 0..ds.num_row_groups() {
+            for row in read(g)? {
+                if let Some(label) = &row.label {
+                    let (count, fp) = labels.entry(label.clone()).or_default();
+                    *count += 1;
+                    fp.extend_from_slice(&row_index.to_le_bytes());
+                    match &row.image {
+                        Ok(bytes) => fp.extend_from_slice(content_tag(bytes).as_bytes()),
+                        Err(reason) => fp.extend_from_slice(reason.as_bytes()),
+                    }
+                }
+                row_index += 1;
+            }
+        }
+
+        let applied = self.applied_uploads()?;
+        // The identities being imported (`None`: skipped), and rows still to come for each.
+        let mut people: BTreeMap<String, (Option<IdentityImport>, usize)> = BTreeMap::new();
+        for (label, (count, fp)) in &labels {
+            let person = IdentityImport::begin(
+                label,
+                format!("import/{file_name}/{label}"),
+                fp,
+                *count,
+                &applied,
+                &mut summary,
+            )?;
+            people.insert(label.clone(), (person, *count));
+        }
+        drop(labels);
+
+        // Pass 2: the import.
+        for g in 0..ds.num_row_groups() {
+            for row in read(g)? {
+                done += 1;
+                let Some(label) = row.label else {
+                    *summary.rejected.entry("no label".into()).or_default() += 1;
+                    progress(done, total);
+                    continue;
+                };
+                let Some((person, left)) = people.get_mut(&label) else {
+                    // The file changed between the passes.
+                    return Err(SystemError::BadInput(format!(
+                        "{} changed while it was imported",
+                        file.display()
+                    )));
+                };
+                if let Some(p) = person.as_mut() {
+                    let img = row.image.and_then(|b| {
+                        imageio::decode(&b, &photo_limits()).map_err(|e| reject_reason(&e))
+                    });
+                    p.add(self, img, &mut summary)?;
+                }
+                *left -= 1;
+                if *left == 0 {
+                    if let Some(p) = person.take() {
+                        p.finish(self, &mut summary)?;
+                    }
+                }
+                progress(done, total);
+            }
+        }
+        summary.dataset_version = self.refresh_gallery()?;
+        Ok(summary)
+    }
+
+    /// The uploads the current dataset version includes.
+    fn applied_uploads(&self) -> Result<BTreeSet<String>, SystemError> {
+        Ok(dataset::load_current(&*self.store)?
+            .map(|s| s.manifest.applied_uploads)
+            .unwrap_or_default())
     }
 
     /// The embedding of the largest face in a photo file, or `None` when it shows no face.
@@ -1021,6 +1062,131 @@ fn ingest_message(s: &EnrollmentStatus) -> IngestMessage {
         source_key: s.source_key.clone().unwrap_or_default(),
         crops: s.crops.clone(),
         rejected: s.rejected.clone(),
+    }
+}
+
+/// Why an image was rejected, as the import summary counts it.
+fn reject_reason(e: &ImageError) -> String {
+    match e {
+        ImageError::UnknownFormat => "not an image".to_string(),
+        ImageError::TooLarge { .. } | ImageError::TooManyBytes { .. } => "too large".to_string(),
+        _ => "unreadable".to_string(),
+    }
+}
+
+/// One identity being imported (by `import_folder` or `import_parquet`): its crops are written
+/// as its images come, and it is embedded and committed (one dataset update) at the end.
+struct IdentityImport {
+    display_name: String,
+    slug: String,
+    upload_id: String,
+    source_key: String,
+    /// The next image's number in the crop keys (rejected images keep theirs).
+    next: u64,
+    crops: Vec<String>,
+    chips: Vec<RgbImage>,
+}
+
+impl IdentityImport {
+    /// Starts importing `name` (underscores read as spaces) with `count` images. `None` when
+    /// the name is unusable (its images are counted as rejected) or the upload derived from
+    /// `fingerprint` is already applied (counted in `already_imported`).
+    fn begin(
+        name: &str,
+        source_key: String,
+        fingerprint: &[u8],
+        count: usize,
+        applied: &BTreeSet<String>,
+        summary: &mut ImportSummary,
+    ) -> Result<Option<Self>, SystemError> {
+        let display_name = match keys::display_name(&name.replace('_', " ")) {
+            Ok(n) => n,
+            Err(e) => {
+                *summary
+                    .rejected
+                    .entry(format!("bad folder name ({e})"))
+                    .or_default() += count;
+                return Ok(None);
+            }
+        };
+        let slug = keys::slugify(&display_name);
+        let upload_id = format!("import-{}", content_tag(fingerprint));
+        summary.identities += 1;
+        if applied.contains(&upload_id) {
+            summary.already_imported += 1;
+            return Ok(None);
+        }
+        Ok(Some(IdentityImport {
+            display_name,
+            slug,
+            upload_id,
+            source_key,
+            next: 1,
+            crops: Vec::new(),
+            chips: Vec::new(),
+        }))
+    }
+
+    /// Adds one decoded image (or the reason it could not be decoded): its largest face's chip
+    /// is stored as a crop, or the image counts as rejected.
+    fn add(
+        &mut self,
+        sys: &System,
+        img: Result<RgbImage, String>,
+        summary: &mut ImportSummary,
+    ) -> Result<(), SystemError> {
+        let i = self.next;
+        self.next += 1;
+        let outcome = img.and_then(|img| match sys.photos.find_faces(&img) {
+            Ok(faces) => faces
+                .first()
+                .map(|f| cut_chip(&img, f))
+                .ok_or_else(|| "no face".to_string()),
+            Err(e) => Err(format!("detection failed ({e})")),
+        });
+        match outcome {
+            Ok(chip) => {
+                let key = keys::crop_key(&self.slug, &self.upload_id, i)?;
+                sys.store.put(&key, &encode_png(&chip)?, Condition::None)?;
+                self.crops.push(key);
+                self.chips.push(chip);
+                summary.imported += 1;
+            }
+            Err(reason) => *summary.rejected.entry(reason).or_default() += 1,
+        }
+        Ok(())
+    }
+
+    /// Embeds the chips and commits the identity.
+    fn finish(self, sys: &System, _summary: &mut ImportSummary) -> Result<(), SystemError> {
+        let mut embeddings = Vec::with_capacity(self.chips.len());
+        for group in self.chips.chunks(16) {
+            let mut b = ChipBatch::with_capacity(group.len());
+            for c in group {
+                b.push(c)
+                    .map_err(|e| SystemError::Internal(e.to_string()))?;
+            }
+            embeddings.extend(sys.embedder.embed(&b)?.rows().map(<[f32]>::to_vec));
+        }
+        let message = IngestMessage {
+            v: MESSAGE_VERSION,
+            upload_id: self.upload_id,
+            slug: self.slug,
+            display_name: self.display_name,
+            source_key: self.source_key,
+            crops: self.crops,
+            rejected: BTreeMap::new(),
+        };
+        let _g = sys.commit_lock.lock().unwrap_or_else(|p| p.into_inner());
+        dataset::commit(
+            &*sys.store,
+            sys.embedder.dim(),
+            &[Update::Add {
+                message,
+                embeddings,
+            }],
+        )?;
+        Ok(())
     }
 }
 
