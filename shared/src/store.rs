@@ -283,7 +283,10 @@ mod tests {
         s.delete("crops/a/u/1.png").unwrap();
         assert_eq!(s.list("crops/a/").unwrap(), vec!["crops/a/u/2.png"]);
         s.delete("crops/a/u/2.png").unwrap();
-        assert!(!dir.path().join("crops/a").exists(), "empty folders are removed");
+        assert!(
+            !dir.path().join("crops/a").exists(),
+            "empty folders are removed"
+        );
         assert!(dir.path().join("crops/b/v").exists());
         assert!(s.get("../etc/passwd").is_err());
     }

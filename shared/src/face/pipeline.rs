@@ -114,7 +114,11 @@ impl FacePipeline {
     /// Like [`FacePipeline::find_faces`]; `whole_image` false turns the whole-image fallback
     /// off (a photo someone asks to match must show a detectable face: a small faceless
     /// picture is not taken whole as one).
-    pub fn find_faces_with(&self, img: &RgbImage, whole_image: bool) -> Result<Vec<FoundFace>, PipelineError> {
+    pub fn find_faces_with(
+        &self,
+        img: &RgbImage,
+        whole_image: bool,
+    ) -> Result<Vec<FoundFace>, PipelineError> {
         let found = self.detector.detect(img)?;
         if !found.is_empty() {
             return Ok(found
