@@ -14,9 +14,18 @@ use twin_core::system::{System, SystemConfig};
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     lambda_http::tracing::init_default_subscriber();
-    let data_dir = std::env::var_os("TWIN_DATA").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/tmp/twin-data"));
-    let threads = std::env::var("TWIN_THREADS").ok().and_then(|v| v.parse().ok()).unwrap_or(1);
-    let config = SystemConfig { data_dir, models_dir: twin_core::paths::models_dir(), threads };
+    let data_dir = std::env::var_os("TWIN_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/tmp/twin-data"));
+    let threads = std::env::var("TWIN_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    let config = SystemConfig {
+        data_dir,
+        models_dir: twin_core::paths::models_dir(),
+        threads,
+    };
     let system = tokio::task::spawn_blocking(move || System::open(config)).await??;
     tracing::info!("system ready");
     lambda_http::run(twin_core::http::router(system)).await
