@@ -235,7 +235,7 @@ fn main() {
         first.dataset_version
     );
     println!(
-        "path timed: System::match_photo (the work of POST /v1/match minus HTTP framing and JSON)"
+        "paths timed: System::match_photo (the work of POST /v1/match minus HTTP framing and JSON), then the router"
     );
     println!(
         "{:<44} {:>8} {:>8} {:>8} {:>8}",
@@ -256,7 +256,48 @@ fn main() {
     println!(
         "({CALLS} calls each after {WARMUP} warm-up calls, the whole call and the stages taken in turn; the stages' p50s add up to {parts:.2} ms; p99 of {CALLS} samples is the slowest one)"
     );
+    // The same photo through the HTTP router, as `twin serve` and the api Lambda answer it.
+    let http = http_latency(system.clone(), &photo);
+    line(
+        &format!("POST /v1/match through the router ({CALLS} calls)"),
+        &http,
+    );
+    println!("(router: twin_core::http::router via tower oneshot, raw image/jpeg body, JSON answer read whole)");
     if let Some(mb) = vm_hwm_mb() {
         println!("peak RSS of this process (VmHWM): {mb:.0} MB");
     }
+}
+
+/// Warm latency of `POST /v1/match?k=10` through the axum router, in process.
+fn http_latency(system: std::sync::Arc<System>, photo: &[u8]) -> Stats {
+    use tower::ServiceExt;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let router = twin_core::http::router(system);
+    let call = |router: axum::Router| {
+        let req = axum::http::Request::post("/v1/match?k=10")
+            .header("content-type", "image/jpeg")
+            .body(axum::body::Body::from(photo.to_vec()))
+            .expect("a request");
+        rt.block_on(async move {
+            let res = router.oneshot(req).await.expect("a response");
+            assert!(res.status().is_success(), "match answered {}", res.status());
+            axum::body::to_bytes(res.into_body(), usize::MAX)
+                .await
+                .expect("the body")
+        })
+    };
+    for _ in 0..WARMUP {
+        call(router.clone());
+    }
+    let mut ms = Vec::with_capacity(CALLS);
+    for _ in 0..CALLS {
+        let t = Instant::now();
+        std::hint::black_box(call(router.clone()));
+        ms.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    stats(ms)
 }
