@@ -16,7 +16,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::dataset::{self, DatasetError, Update};
 use crate::embed::{ChipBatch, EmbedError, Embedder, EmbedderOptions};
-use crate::face::enroll::{enroll_video, video_pipeline_options, EnrollError, EnrollOptions};
+use crate::face::enroll::{
+    enroll_video, video_pipeline_options, ChipEmbedder, EnrollError, EnrollOptions,
+};
 use crate::face::pipeline::{cut_chip, FacePipeline, PipelineError, PipelineOptions};
 use crate::gallery::{Gallery, Hit};
 use crate::hfparquet::HfDataset;
@@ -586,6 +588,12 @@ impl System {
         Ok(())
     }
 
+    /// Embeddings of aligned chips, in order (batched by the engine's trait impl).
+    fn embed_chips(&self, chips: &[RgbImage]) -> Result<Vec<Vec<f32>>, SystemError> {
+        let refs: Vec<&RgbImage> = chips.iter().collect();
+        Ok(ChipEmbedder::embed_chips(&self.embedder, &refs)?)
+    }
+
     /// Runs the dataset step on every queued message (one-shot commands; the server's worker
     /// does this continuously). Returns the dataset version now current.
     pub fn process_queue(&self) -> Result<u64, SystemError> {
@@ -624,15 +632,7 @@ impl System {
                     .to_rgb8();
                 chips.push(img);
             }
-            let mut embeddings = Vec::with_capacity(chips.len());
-            for group in chips.chunks(16) {
-                let mut b = ChipBatch::with_capacity(group.len());
-                for c in group {
-                    b.push(c)
-                        .map_err(|e| SystemError::Internal(e.to_string()))?;
-                }
-                embeddings.extend(self.embedder.embed(&b)?.rows().map(<[f32]>::to_vec));
-            }
+            let embeddings = self.embed_chips(&chips)?;
             done.push((r.receipt, m.upload_id.clone()));
             updates.push(Update::Add {
                 message: m,
@@ -1159,15 +1159,7 @@ impl IdentityImport {
 
     /// Embeds the chips and commits the identity.
     fn finish(self, sys: &System, _summary: &mut ImportSummary) -> Result<(), SystemError> {
-        let mut embeddings = Vec::with_capacity(self.chips.len());
-        for group in self.chips.chunks(16) {
-            let mut b = ChipBatch::with_capacity(group.len());
-            for c in group {
-                b.push(c)
-                    .map_err(|e| SystemError::Internal(e.to_string()))?;
-            }
-            embeddings.extend(sys.embedder.embed(&b)?.rows().map(<[f32]>::to_vec));
-        }
+        let embeddings = sys.embed_chips(&self.chips)?;
         let message = IngestMessage {
             v: MESSAGE_VERSION,
             upload_id: self.upload_id,
