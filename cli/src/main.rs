@@ -10,6 +10,7 @@ mod faces;
 mod gallery;
 mod model;
 mod serve;
+mod train;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -30,7 +31,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Manage models (import dlib's face network into ONNX).
+    /// Manage models: import dlib's face network into ONNX, list trained versions, promote one.
     Model {
         #[command(subcommand)]
         command: ModelCommand,
@@ -51,6 +52,9 @@ enum Command {
     Enroll(gallery::EnrollArgs),
     /// Serve the HTTP API and the web page (prints the page's address).
     Serve(serve::ServeArgs),
+    /// Train an identity head on the current dataset, compare it with the gallery on held-out
+    /// crops, and promote it if it is better (prints metrics.json).
+    Train(train::TrainArgs),
     /// Measure accuracy.
     Eval {
         #[command(subcommand)]
@@ -83,6 +87,13 @@ enum ModelCommand {
         #[arg(short, long)]
         output: PathBuf,
     },
+    /// List the trained model versions with their held-out metrics (JSON lines).
+    List,
+    /// Point models/CURRENT at a version (promotion or rollback).
+    Promote {
+        /// The version.
+        version: u64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -105,6 +116,13 @@ fn main() -> ExitCode {
         Command::Model {
             command: ModelCommand::ImportDlib { dat, output },
         } => model::import_dlib(&dat, &output),
+        Command::Model {
+            command: ModelCommand::List,
+        } => train::list(&data),
+        Command::Model {
+            command: ModelCommand::Promote { version },
+        } => train::promote(&data, version),
+        Command::Train(args) => train::run(&data, args),
         Command::Embed(args) => embed::run(args),
         Command::Eval {
             command: EvalCommand::Pairs(args),

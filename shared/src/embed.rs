@@ -198,32 +198,67 @@ fn runtime() -> Result<&'static ort::environment::Environment, EmbedError> {
     }
 }
 
-/// An ONNX embedding model loaded into one ONNX Runtime session.
+/// Name of the optional per-identity output of a trained model (`[N, C]`).
+pub const SCORES_OUTPUT: &str = "scores";
+
+/// An ONNX embedding model loaded into one ONNX Runtime session. A trained model also has a
+/// `scores` output (one column per identity of its head), read by [`Embedder::embed_scored`].
 pub struct Embedder {
     session: Mutex<ort::session::Session>,
     path: PathBuf,
     dim: usize,
+    classes: Option<usize>,
+}
+
+/// Embeddings of a batch and, for a trained model, its head's scores (`rows × classes`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scored {
+    /// One embedding per chip.
+    pub embeddings: Embeddings,
+    /// Row-major `N × classes` scores, when the model has a head.
+    pub scores: Option<Vec<f32>>,
+    /// Columns of `scores`.
+    pub classes: usize,
 }
 
 impl Embedder {
-    /// Loads `model` (input `chips` `[N,3,150,150]`, output `embedding` `[N,D]`).
+    /// Loads `model` (input `chips` `[N,3,150,150]`, output `embedding` `[N,D]`, and an optional
+    /// `scores` `[N,C]`).
     pub fn open(model: &Path, options: &EmbedderOptions) -> Result<Self, EmbedError> {
         if !model.is_file() {
             return Err(EmbedError::ModelMissing(model.to_path_buf()));
         }
+        Self::build(model, options, |b| b.commit_from_file(model))
+    }
+
+    /// Loads a model from its bytes; `name` stands for it in errors and [`Embedder::model_path`].
+    pub fn from_bytes(
+        name: &Path,
+        bytes: &[u8],
+        options: &EmbedderOptions,
+    ) -> Result<Self, EmbedError> {
+        Self::build(name, options, |b| b.commit_from_memory(bytes))
+    }
+
+    fn build(
+        model: &Path,
+        options: &EmbedderOptions,
+        commit: impl FnOnce(
+            &mut ort::session::builder::SessionBuilder,
+        ) -> ort::Result<ort::session::Session>,
+    ) -> Result<Self, EmbedError> {
         let env = runtime()?;
         let load = |e: ort::Error| EmbedError::ModelLoad {
             path: model.to_path_buf(),
             message: e.to_string(),
         };
-        let session = ort::session::Session::builder(env)
+        let mut builder = ort::session::Session::builder(env)
             .map_err(load)?
             .with_intra_threads(options.threads.max(1))
             .map_err(|e| load(e.into()))?
             .with_inter_threads(1)
-            .map_err(|e| load(e.into()))?
-            .commit_from_file(model)
-            .map_err(load)?;
+            .map_err(|e| load(e.into()))?;
+        let session = commit(&mut builder).map_err(load)?;
         let interface = |message: String| EmbedError::Interface {
             path: model.to_path_buf(),
             message,
@@ -231,31 +266,38 @@ impl Embedder {
         if !session.inputs().iter().any(|i| i.name() == INPUT_NAME) {
             return Err(interface(format!("no input named \"{INPUT_NAME}\"")));
         }
-        let out = session
-            .outputs()
-            .iter()
-            .find(|o| o.name() == EMBEDDING_OUTPUT)
-            .ok_or_else(|| interface(format!("no output named \"{EMBEDDING_OUTPUT}\"")))?;
-        let dim = match out.dtype() {
-            ort::value::ValueType::Tensor { shape, .. } if shape.len() == 2 && shape[1] > 0 => {
-                shape[1] as usize
-            }
-            other => {
-                return Err(interface(format!(
-                    "output \"{EMBEDDING_OUTPUT}\" is {other:?}, expected [N, D] floats"
-                )))
+        let columns = |name: &str| -> Result<Option<usize>, EmbedError> {
+            let Some(out) = session.outputs().iter().find(|o| o.name() == name) else {
+                return Ok(None);
+            };
+            match out.dtype() {
+                ort::value::ValueType::Tensor { shape, .. } if shape.len() == 2 && shape[1] > 0 => {
+                    Ok(Some(shape[1] as usize))
+                }
+                other => Err(interface(format!(
+                    "output \"{name}\" is {other:?}, expected [N, D] floats"
+                ))),
             }
         };
+        let dim = columns(EMBEDDING_OUTPUT)?
+            .ok_or_else(|| interface(format!("no output named \"{EMBEDDING_OUTPUT}\"")))?;
+        let classes = columns(SCORES_OUTPUT)?;
         Ok(Embedder {
             session: Mutex::new(session),
             path: model.to_path_buf(),
             dim,
+            classes,
         })
     }
 
     /// Length of the embeddings this model produces.
     pub fn dim(&self) -> usize {
         self.dim
+    }
+
+    /// Columns of the `scores` output (a trained model's identities), if it has one.
+    pub fn classes(&self) -> Option<usize> {
+        self.classes
     }
 
     /// The model file this engine was loaded from.
@@ -265,11 +307,25 @@ impl Embedder {
 
     /// Embeds every chip of `batch`, in order.
     pub fn embed(&self, batch: &ChipBatch) -> Result<Embeddings, EmbedError> {
+        Ok(self.run(batch, false)?.embeddings)
+    }
+
+    /// Embeds every chip of `batch` and, for a trained model, scores it against its head.
+    pub fn embed_scored(&self, batch: &ChipBatch) -> Result<Scored, EmbedError> {
+        self.run(batch, true)
+    }
+
+    fn run(&self, batch: &ChipBatch, with_scores: bool) -> Result<Scored, EmbedError> {
         let n = batch.len();
+        let classes = if with_scores { self.classes } else { None };
         if n == 0 {
-            return Ok(Embeddings {
-                dim: self.dim,
-                data: Vec::new(),
+            return Ok(Scored {
+                embeddings: Embeddings {
+                    dim: self.dim,
+                    data: Vec::new(),
+                },
+                scores: classes.map(|_| Vec::new()),
+                classes: classes.unwrap_or(0),
             });
         }
         let run = |e: ort::Error| EmbedError::Run(e.to_string());
@@ -280,17 +336,27 @@ impl Embedder {
         let outputs = session
             .run(ort::inputs![INPUT_NAME => input])
             .map_err(run)?;
-        let (out_shape, values) = outputs[EMBEDDING_OUTPUT]
-            .try_extract_tensor::<f32>()
-            .map_err(run)?;
-        if out_shape.len() != 2 || out_shape[0] as usize != n || out_shape[1] as usize != self.dim {
-            return Err(EmbedError::Run(format!(
-                "unexpected output shape {out_shape:?} for a batch of {n}"
-            )));
-        }
-        Ok(Embeddings {
-            dim: self.dim,
-            data: values.to_vec(),
+        let read = |name: &str, cols: usize| -> Result<Vec<f32>, EmbedError> {
+            let (out_shape, values) = outputs[name].try_extract_tensor::<f32>().map_err(run)?;
+            if out_shape.len() != 2 || out_shape[0] as usize != n || out_shape[1] as usize != cols {
+                return Err(EmbedError::Run(format!(
+                    "unexpected {name} shape {out_shape:?} for a batch of {n}"
+                )));
+            }
+            Ok(values.to_vec())
+        };
+        let data = read(EMBEDDING_OUTPUT, self.dim)?;
+        let scores = match classes {
+            Some(c) => Some(read(SCORES_OUTPUT, c)?),
+            None => None,
+        };
+        Ok(Scored {
+            embeddings: Embeddings {
+                dim: self.dim,
+                data,
+            },
+            scores,
+            classes: classes.unwrap_or(0),
         })
     }
 }

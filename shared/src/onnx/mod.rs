@@ -2,6 +2,7 @@
 //! product makes with it (the imported face network, [`face_net`]).
 
 pub mod face_net;
+pub mod head;
 
 use onnx_protobuf::{
     attribute_proto::AttributeType, tensor_proto::DataType, tensor_shape_proto, type_proto,
@@ -67,14 +68,27 @@ impl GraphBuilder {
         self.graph.output.push(value_info(name, dims));
     }
 
+    /// Continues an existing graph (e.g. an imported backbone); new value names cannot collide
+    /// with the ones it has.
+    pub fn extend(graph: GraphProto) -> Self {
+        let counter = graph.node.len() + graph.initializer.len() + 1_000_000;
+        GraphBuilder { graph, counter }
+    }
+
     /// Adds a float32 constant and returns its name.
     pub fn constant_f32(&mut self, hint: &str, dims: &[i64], data: &[f32]) -> String {
+        let name = self.fresh(hint);
+        self.named_constant_f32(&name, dims, data)
+    }
+
+    /// Adds a float32 constant under exactly `name` (which must be new) and returns it.
+    pub fn named_constant_f32(&mut self, name: &str, dims: &[i64], data: &[f32]) -> String {
         assert_eq!(
             dims.iter().product::<i64>() as usize,
             data.len(),
-            "constant {hint}: dims and data disagree"
+            "constant {name}: dims and data disagree"
         );
-        let name = self.fresh(hint);
+        let name = name.to_string();
         let mut raw = Vec::with_capacity(data.len() * 4);
         for v in data {
             raw.extend_from_slice(&v.to_le_bytes());
