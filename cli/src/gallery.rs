@@ -30,11 +30,7 @@ pub fn open_inline(data: &Path, threads: usize) -> anyhow::Result<Arc<System>> {
 
 /// The system's configuration for a data folder.
 pub fn config(data: &Path, threads: usize) -> SystemConfig {
-    SystemConfig {
-        data_dir: data.to_path_buf(),
-        models_dir: twin_core::paths::models_dir(),
-        threads,
-    }
+    SystemConfig::new(data.to_path_buf(), twin_core::paths::models_dir(), threads)
 }
 
 #[derive(Args)]

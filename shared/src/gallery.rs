@@ -36,6 +36,8 @@ pub struct Hit {
     pub same_person: bool,
     /// The key of its closest crop (a picture to show).
     pub crop: String,
+    /// The trained model's score (cosine to its learned prototype) when it knows the identity.
+    pub model_score: Option<f32>,
 }
 
 /// Maps a distance to a 0–100 similarity people can read: linear from 100 at distance 0.3 (two
@@ -156,6 +158,21 @@ impl Gallery {
 
     /// The `k` closest identities to `query`, closest first, leaving out `excluded` slugs.
     pub fn search(&self, query: &[f32], k: usize, excluded: &dyn Fn(&str) -> bool) -> Vec<Hit> {
+        self.search_with_head(query, k, excluded, None)
+    }
+
+    /// Like [`Gallery::search`], ranked with a trained model's head when one is given: an
+    /// identity the head knows ranks by the head's cosine (`head(slug)`), one it does not (enrolled
+    /// after training) by the cosine to its mean embedding, the prototype the head was trained
+    /// from and judged against. Distances, similarity and "same person" always come from the
+    /// crops.
+    pub fn search_with_head(
+        &self,
+        query: &[f32],
+        k: usize,
+        excluded: &dyn Fn(&str) -> bool,
+        head: Option<&dyn Fn(&str) -> Option<f32>>,
+    ) -> Vec<Hit> {
         if self.names.is_empty() {
             return Vec::new();
         }
@@ -181,17 +198,36 @@ impl Gallery {
         if k == 0 {
             return Vec::new();
         }
-        order.select_nth_unstable_by(k - 1, |&a, &b| best[a].0.total_cmp(&best[b].0));
+        let proto = |i: usize| &self.prototypes[i * self.dim..(i + 1) * self.dim];
+        let model: Vec<Option<f32>> = match head {
+            Some(h) => self.names.iter().map(|(slug, _)| h(slug)).collect(),
+            None => vec![None; self.names.len()],
+        };
+        // Smaller is better.
+        let key: Vec<f32> = match head {
+            None => best.iter().map(|b| b.0).collect(),
+            Some(_) => {
+                let qu = query_norm(qn);
+                (0..best.len())
+                    .map(|i| {
+                        -model[i].unwrap_or_else(|| {
+                            let p = proto(i);
+                            dot(query, p) / (qu * dot(p, p).sqrt().max(1e-12))
+                        })
+                    })
+                    .collect()
+            }
+        };
+        order.select_nth_unstable_by(k - 1, |&a, &b| key[a].total_cmp(&key[b]));
         order.truncate(k);
-        order.sort_by(|&a, &b| best[a].0.total_cmp(&best[b].0));
+        order.sort_by(|&a, &b| key[a].total_cmp(&key[b]));
         order
             .into_iter()
             .map(|i| {
                 let distance = best[i].0.max(0.0).sqrt();
-                let p = &self.prototypes[i * self.dim..(i + 1) * self.dim];
                 let pd = query
                     .iter()
-                    .zip(p)
+                    .zip(proto(i))
                     .map(|(a, b)| (a - b) * (a - b))
                     .sum::<f32>()
                     .sqrt();
@@ -203,10 +239,15 @@ impl Gallery {
                     similarity: similarity(distance),
                     same_person: distance < SAME_PERSON_DISTANCE,
                     crop: self.crop[best[i].1].clone(),
+                    model_score: model[i],
                 }
             })
             .collect()
     }
+}
+
+fn query_norm(qn: f32) -> f32 {
+    qn.sqrt().max(1e-12)
 }
 
 /// Dot product written so the compiler vectorises it (8 independent accumulators).

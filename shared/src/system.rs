@@ -25,6 +25,7 @@ use crate::hfparquet::HfDataset;
 use crate::imageio::{self, ImageError};
 use crate::keys;
 use crate::messages::{IngestMessage, MESSAGE_VERSION};
+use crate::models;
 use crate::queue::{InProcessQueue, Queue};
 use crate::store::{content_tag, Condition, LocalStore, ObjectStore, StoreError};
 
@@ -46,7 +47,27 @@ pub struct SystemConfig {
     pub models_dir: PathBuf,
     /// Threads ONNX Runtime may use.
     pub threads: usize,
+    /// How often a serving system checks `models/CURRENT` for a new model.
+    pub model_poll: Duration,
 }
+
+impl SystemConfig {
+    /// A configuration with the default model polling (every [`DEFAULT_MODEL_POLL`]).
+    pub fn new(data_dir: PathBuf, models_dir: PathBuf, threads: usize) -> Self {
+        SystemConfig {
+            data_dir,
+            models_dir,
+            threads,
+            model_poll: DEFAULT_MODEL_POLL,
+        }
+    }
+}
+
+/// How often `models/CURRENT` is checked unless configured.
+pub const DEFAULT_MODEL_POLL: Duration = Duration::from_secs(2);
+/// Largest difference allowed between a new model's embedding and the backbone's on the
+/// self-check chip (the composed graph runs the same backbone).
+const SELF_CHECK_TOLERANCE: f32 = 1e-3;
 
 /// What went wrong, in terms a caller can act on.
 #[derive(Debug, thiserror::Error)]
@@ -136,8 +157,10 @@ pub struct MatchedFace {
 pub struct MatchResponse {
     /// The dataset version searched.
     pub dataset_version: u64,
-    /// The model that embedded the faces.
+    /// The model that answered: `backbone` (no trained model) or `model <n>`.
     pub model: String,
+    /// The trained model version that answered, if any.
+    pub model_version: Option<u64>,
     /// Photo width (after EXIF orientation).
     pub width: u32,
     /// Photo height.
@@ -216,10 +239,44 @@ pub struct IdentityPage {
 /// The models serving.
 #[derive(Debug, Clone, Serialize)]
 pub struct ModelsInfo {
-    /// The model answering matches.
+    /// The model answering matches: `backbone` or `model <n>`.
     pub current: String,
-    /// Trained versions (none until the training job runs).
-    pub versions: Vec<serde_json::Value>,
+    /// The trained version answering matches, if any.
+    pub serving_version: Option<u64>,
+    /// The version `models/CURRENT` points at, if any.
+    pub promoted_version: Option<u64>,
+    /// The last model that failed to load, and why (the previous one kept serving).
+    pub load_error: Option<ModelLoadError>,
+    /// Trained versions, newest first (none until the training job runs).
+    pub versions: Vec<models::ModelVersion>,
+}
+
+/// A model that could not be served.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ModelLoadError {
+    /// The version `models/CURRENT` pointed at.
+    pub version: u64,
+    /// What went wrong.
+    pub error: String,
+}
+
+/// The model answering matches.
+struct Serving {
+    /// The trained version (`None`: the backbone alone).
+    version: Option<u64>,
+    /// The `models/CURRENT` tag it was loaded for.
+    tag: Option<String>,
+    /// The composed model (`None`: the backbone).
+    engine: Option<Embedder>,
+    /// Slugs of its `scores` columns.
+    labels: Vec<String>,
+}
+
+/// Where model reloading stands.
+#[derive(Default)]
+struct ReloadState {
+    /// The `models/CURRENT` tag that failed, with the error (not retried until it changes).
+    failed: Option<(String, ModelLoadError)>,
 }
 
 /// What `import_folder` did.
@@ -244,8 +301,12 @@ pub struct System {
     queue: Arc<InProcessQueue>,
     photos: FacePipeline,
     videos: FacePipeline,
+    /// The backbone: embeds crops for the dataset (and faces when no model is promoted).
     embedder: Embedder,
-    model_name: String,
+    serving: RwLock<Arc<Serving>>,
+    reload: Mutex<ReloadState>,
+    model_poll: Duration,
+    threads: usize,
     gallery: RwLock<Arc<Gallery>>,
     /// Identities being erased: never returned, even before the erase is committed.
     erasing: RwLock<HashSet<String>>,
@@ -271,8 +332,27 @@ impl System {
             .name("twin-dataset".into())
             .spawn(move || dataset_worker(weak))
             .map_err(|e| SystemError::Internal(e.to_string()))?;
+        Self::start_model_watch(&sys)?;
         sys.resume()?;
         Ok(sys)
+    }
+
+    /// Loads the promoted model now, then checks `models/CURRENT` every `model_poll` on a
+    /// background thread (off the request path) and swaps in a new model once it has loaded and
+    /// passed its self-check.
+    fn start_model_watch(sys: &Arc<System>) -> Result<(), SystemError> {
+        sys.check_model();
+        let weak = Arc::downgrade(sys);
+        let poll = sys.model_poll;
+        std::thread::Builder::new()
+            .name("twin-models".into())
+            .spawn(move || loop {
+                std::thread::sleep(poll);
+                let Some(s) = weak.upgrade() else { return };
+                s.check_model();
+            })
+            .map(|_| ())
+            .map_err(|e| SystemError::Internal(e.to_string()))
     }
 
     /// Opens without background workers (for one-shot commands that run steps inline).
@@ -301,12 +381,143 @@ impl System {
             photos,
             videos,
             embedder,
-            model_name: "backbone".into(),
+            serving: RwLock::new(Arc::new(Serving {
+                version: None,
+                tag: None,
+                engine: None,
+                labels: Vec::new(),
+            })),
+            reload: Mutex::new(ReloadState::default()),
+            model_poll: config.model_poll,
+            threads: config.threads,
             gallery: RwLock::new(Arc::new(gallery)),
             erasing: RwLock::new(HashSet::new()),
             ingest_tx: Mutex::new(None),
             commit_lock: Mutex::new(()),
         }))
+    }
+
+    fn current_model(&self) -> Arc<Serving> {
+        self.serving
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The trained model version answering matches (`None`: the backbone alone).
+    pub fn serving_version(&self) -> Option<u64> {
+        self.current_model().version
+    }
+
+    /// Checks `models/CURRENT` and, when it points somewhere new, loads that model, runs its
+    /// self-check and swaps it in. A model that fails keeps the previous one serving; the failure
+    /// is logged, reported by [`System::models`], and not retried until `CURRENT` changes.
+    /// Returns the version serving afterwards.
+    pub fn check_model(&self) -> Option<u64> {
+        let serving = self.current_model();
+        let pointer = match models::current(&*self.store) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read models/CURRENT; the serving model stays");
+                return serving.version;
+            }
+        };
+        let Some((version, tag)) = pointer else {
+            if serving.version.is_some() {
+                tracing::warn!("models/CURRENT was removed: matching with the backbone alone");
+                self.swap_model(Serving {
+                    version: None,
+                    tag: None,
+                    engine: None,
+                    labels: Vec::new(),
+                });
+            }
+            return None;
+        };
+        if serving.tag.as_deref() == Some(tag.as_str()) {
+            return serving.version;
+        }
+        {
+            let st = self.reload.lock().unwrap_or_else(|p| p.into_inner());
+            if st.failed.as_ref().is_some_and(|(t, _)| *t == tag) {
+                return serving.version;
+            }
+        }
+        let started = std::time::Instant::now();
+        match self.load_model(version) {
+            Ok((engine, labels)) => {
+                self.swap_model(Serving {
+                    version: Some(version),
+                    tag: Some(tag),
+                    engine: Some(engine),
+                    labels,
+                });
+                self.reload.lock().unwrap_or_else(|p| p.into_inner()).failed = None;
+                tracing::info!(
+                    version,
+                    ms = started.elapsed().as_millis() as u64,
+                    "model loaded and serving"
+                );
+                Some(version)
+            }
+            Err(error) => {
+                tracing::error!(version, %error, serving = ?serving.version, "model failed to load; the previous model keeps serving");
+                self.reload.lock().unwrap_or_else(|p| p.into_inner()).failed =
+                    Some((tag, ModelLoadError { version, error }));
+                serving.version
+            }
+        }
+    }
+
+    fn swap_model(&self, s: Serving) {
+        *self.serving.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(s);
+    }
+
+    /// Loads model `n` and checks it: its `embedding` must equal the backbone's on a test chip,
+    /// and its `scores` must be finite, one per label.
+    fn load_model(&self, n: u64) -> Result<(Embedder, Vec<String>), String> {
+        let labels = models::read_labels(&*self.store, n).map_err(|e| e.to_string())?;
+        let bytes = self
+            .store
+            .get(&models::model_key(n))
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("{} is missing", models::model_key(n)))?;
+        let engine = Embedder::from_bytes(
+            Path::new(&models::model_key(n)),
+            &bytes.data,
+            &EmbedderOptions {
+                threads: self.threads,
+            },
+        )
+        .map_err(|e| e.to_string())?;
+        if engine.classes() != Some(labels.labels.len()) {
+            return Err(format!(
+                "the model has {:?} score columns but labels.json lists {} identities",
+                engine.classes(),
+                labels.labels.len()
+            ));
+        }
+        let mut batch = ChipBatch::with_capacity(1);
+        batch.push(&self_check_chip()).map_err(|e| e.to_string())?;
+        let out = engine.embed_scored(&batch).map_err(|e| e.to_string())?;
+        let reference = self.embedder.embed(&batch).map_err(|e| e.to_string())?;
+        let diff = out
+            .embeddings
+            .data
+            .iter()
+            .zip(&reference.data)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        if out.embeddings.dim != reference.dim || !(diff <= SELF_CHECK_TOLERANCE) {
+            return Err(format!(
+                "self-check failed: its embedding differs from the backbone's by {diff}"
+            ));
+        }
+        let scores = out.scores.unwrap_or_default();
+        if scores.len() != labels.labels.len() || scores.iter().any(|v| !v.is_finite()) {
+            return Err("self-check failed: its scores are not finite".into());
+        }
+        Ok((engine, labels.labels.into_iter().map(|l| l.slug).collect()))
     }
 
     /// The object store (for tests and tools).
@@ -352,7 +563,14 @@ impl System {
                 .push(&cut_chip(&img, f))
                 .map_err(|e| SystemError::Internal(e.to_string()))?;
         }
-        let emb = self.embedder.embed(&batch)?;
+        let serving = self.current_model();
+        let (emb, scores) = match &serving.engine {
+            Some(engine) => {
+                let out = engine.embed_scored(&batch)?;
+                (out.embeddings, out.scores)
+            }
+            None => (self.embedder.embed(&batch)?, None),
+        };
         let gallery = self.current_gallery();
         let erasing = self
             .erasing
@@ -360,18 +578,38 @@ impl System {
             .unwrap_or_else(|p| p.into_inner())
             .clone();
         let k = k.clamp(1, MAX_K);
+        let columns: std::collections::HashMap<&str, usize> = serving
+            .labels
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.as_str(), i))
+            .collect();
         let faces = faces
             .iter()
             .enumerate()
-            .map(|(i, f)| MatchedFace {
-                bbox: f.bbox,
-                landmarks: f.landmarks.map(|p| [p.x, p.y]),
-                matches: gallery.search(emb.row(i), k, &|slug| erasing.contains(slug)),
+            .map(|(i, f)| {
+                // Erased identities are never returned, even while the head still has them:
+                // the gallery only holds identities of the current dataset version.
+                let excluded = |slug: &str| erasing.contains(slug);
+                let matches = match &scores {
+                    Some(sc) => {
+                        let row = &sc[i * serving.labels.len()..(i + 1) * serving.labels.len()];
+                        let head = |slug: &str| columns.get(slug).map(|&c| row[c]);
+                        gallery.search_with_head(emb.row(i), k, &excluded, Some(&head))
+                    }
+                    None => gallery.search(emb.row(i), k, &excluded),
+                };
+                MatchedFace {
+                    bbox: f.bbox,
+                    landmarks: f.landmarks.map(|p| [p.x, p.y]),
+                    matches,
+                }
             })
             .collect();
         Ok(MatchResponse {
             dataset_version: gallery.version(),
-            model: self.model_name.clone(),
+            model: model_name(serving.version),
+            model_version: serving.version,
             width: img.width(),
             height: img.height(),
             faces,
@@ -820,11 +1058,32 @@ impl System {
     }
 
     /// The models serving.
-    pub fn models(&self) -> ModelsInfo {
-        ModelsInfo {
-            current: self.model_name.clone(),
-            versions: Vec::new(),
-        }
+    pub fn models(&self) -> Result<ModelsInfo, SystemError> {
+        let serving = self.current_model().version;
+        let load_error = self
+            .reload
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .failed
+            .as_ref()
+            .map(|(_, e)| e.clone());
+        Ok(ModelsInfo {
+            current: model_name(serving),
+            serving_version: serving,
+            promoted_version: models::current(&*self.store)
+                .map_err(model_error)?
+                .map(|c| c.0),
+            load_error,
+            versions: models::list(&*self.store).map_err(model_error)?,
+        })
+    }
+
+    /// Points `models/CURRENT` at version `n` (promotion or rollback) and loads it now; the
+    /// answer says what serves afterwards (a model that fails to load leaves the previous one).
+    pub fn promote_model(&self, n: u64) -> Result<ModelsInfo, SystemError> {
+        models::promote(&*self.store, n).map_err(model_error)?;
+        self.check_model();
+        self.models()
     }
 
     /// Imports a folder with one sub-folder of photos per identity (tight face crops work).
@@ -1042,6 +1301,43 @@ impl System {
         }
         false
     }
+}
+
+fn model_name(version: Option<u64>) -> String {
+    match version {
+        Some(n) => format!("model {n}"),
+        None => "backbone".into(),
+    }
+}
+
+fn model_error(e: models::ModelError) -> SystemError {
+    match e {
+        models::ModelError::NotFound(m) => SystemError::NotFound(m),
+        models::ModelError::NothingToTrain(m) => SystemError::Conflict(m),
+        other => SystemError::Internal(other.to_string()),
+    }
+}
+
+/// A fixed, face-like test pattern for a new model's self-check (no stored image needed).
+fn self_check_chip() -> RgbImage {
+    let size = crate::chip::CHIP_SIZE as u32;
+    RgbImage::from_fn(size, size, |x, y| {
+        let (dx, dy) = (x as f32 - 75.0, y as f32 - 80.0);
+        let face = if dx * dx / 2500.0 + dy * dy / 3600.0 < 1.0 {
+            170.0
+        } else {
+            60.0
+        };
+        let eyes = if ((x as i32 - 50).abs() < 8 || (x as i32 - 100).abs() < 8)
+            && (y as i32 - 65).abs() < 5
+        {
+            -120.0
+        } else {
+            0.0
+        };
+        let v = (face + eyes + (x as f32 * 0.2)).clamp(0.0, 255.0) as u8;
+        image::Rgb([v, (v as f32 * 0.8) as u8, (v as f32 * 0.7) as u8])
+    })
 }
 
 fn info(i: crate::dataset::Identity) -> IdentityInfo {

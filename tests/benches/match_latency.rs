@@ -117,11 +117,7 @@ fn main() {
         .to_path_buf();
     let data = data_dir();
     let work = tempfile::tempdir().expect("temporary folder");
-    let config = SystemConfig {
-        data_dir: work.path().join("data"),
-        models_dir: models_dir.clone(),
-        threads: THREADS,
-    };
+    let config = SystemConfig::new(work.path().join("data"), models_dir.clone(), THREADS);
     let system = System::open_inline(config)
         .unwrap_or_else(|e| panic!("cannot open the system: {e}; {SETUP_HINT}"));
 

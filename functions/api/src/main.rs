@@ -21,11 +21,7 @@ async fn main() -> Result<(), lambda_http::Error> {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1);
-    let config = SystemConfig {
-        data_dir,
-        models_dir: twin_core::paths::models_dir(),
-        threads,
-    };
+    let config = SystemConfig::new(data_dir, twin_core::paths::models_dir(), threads);
     let system = tokio::task::spawn_blocking(move || System::open(config)).await??;
     tracing::info!("system ready");
     lambda_http::run(twin_core::http::router(system)).await

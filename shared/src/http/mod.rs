@@ -123,6 +123,7 @@ pub fn router_with(system: Arc<System>, config: HttpConfig) -> Router {
         )
         .route("/v1/crops/{slug}/{upload_id}/{file}", get(crop))
         .route("/v1/models", get(models))
+        .route("/v1/models/{version}/promote", post(promote_model))
         .route("/v1/openapi.json", get(page::openapi))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -489,12 +490,28 @@ async fn crop(
         .into_response())
 }
 
-/// `GET /v1/models`: the current model and the versions with their metrics.
+/// `GET /v1/models`: the serving model, the promoted one, a load failure if any, and the
+/// versions with their held-out metrics.
 async fn models(State(st): State<AppState>) -> Result<Json<Value>, ApiError> {
     let system = st.system.clone();
-    let info = tokio::task::spawn_blocking(move || system.models())
-        .await
-        .map_err(|e| ApiError::internal(format_args!("system call failed: {e}")))?;
+    let info = blocking(move || system.models()).await?;
+    Ok(Json(to_json(&info)?))
+}
+
+/// `POST /v1/models/{n}/promote`: points `models/CURRENT` at version `n` (promotion or
+/// rollback) and loads it; answers what serves afterwards.
+async fn promote_model(
+    _: WriteAccess,
+    State(st): State<AppState>,
+    ApiPath(version): ApiPath<String>,
+) -> Result<Json<Value>, ApiError> {
+    let n: u64 = version
+        .parse()
+        .ok()
+        .filter(|_| version.len() <= 12)
+        .ok_or_else(|| ApiError::not_found("there is no such model version"))?;
+    let system = st.system.clone();
+    let info = blocking(move || system.promote_model(n)).await?;
     Ok(Json(to_json(&info)?))
 }
 
