@@ -24,7 +24,7 @@ use crate::gallery::{Gallery, Hit};
 use crate::hfparquet::HfDataset;
 use crate::imageio::{self, ImageError};
 use crate::keys;
-use crate::messages::{IngestMessage, MESSAGE_VERSION};
+use crate::messages::{IngestMessage, TrainRequest, MESSAGE_VERSION};
 use crate::models;
 use crate::queue::{InProcessQueue, Queue};
 use crate::store::{content_tag, Condition, LocalStore, ObjectStore, StoreError};
@@ -100,7 +100,10 @@ pub enum SystemError {
 
 impl From<StoreError> for SystemError {
     fn from(e: StoreError) -> Self {
-        SystemError::Internal(e.to_string())
+        match e {
+            StoreError::PreconditionFailed(_) => SystemError::Conflict(e.to_string()),
+            _ => SystemError::Internal(e.to_string()),
+        }
     }
 }
 impl From<DatasetError> for SystemError {
@@ -297,8 +300,11 @@ pub struct ImportSummary {
 /// The system. Cheap to share (`Arc`); every method blocks, so async hosts call them on a
 /// blocking thread.
 pub struct System {
-    store: Arc<LocalStore>,
-    queue: Arc<InProcessQueue>,
+    store: Arc<dyn ObjectStore>,
+    /// Where ingest messages go (the in-process queue locally, SQS in AWS).
+    queue: Arc<dyn Queue>,
+    /// The in-process queue, when the system runs its own dataset worker.
+    local_queue: Option<Arc<InProcessQueue>>,
     photos: FacePipeline,
     videos: FacePipeline,
     /// The backbone: embeds crops for the dataset (and faces when no model is promoted).
@@ -319,7 +325,7 @@ impl System {
     /// Opens the data folder, loads the models and the current dataset, starts the ingest and
     /// dataset workers, and resumes enrollments a previous run left unfinished.
     pub fn open(config: SystemConfig) -> Result<Arc<System>, SystemError> {
-        let sys = Self::open_inner(&config)?;
+        let sys = Self::open_local(&config)?;
         let (tx, rx) = mpsc::channel::<String>();
         *sys.ingest_tx.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
         let weak = Arc::downgrade(&sys);
@@ -349,6 +355,7 @@ impl System {
             .spawn(move || loop {
                 std::thread::sleep(poll);
                 let Some(s) = weak.upgrade() else { return };
+                s.check_dataset();
                 s.check_model();
             })
             .map(|_| ())
@@ -357,11 +364,39 @@ impl System {
 
     /// Opens without background workers (for one-shot commands that run steps inline).
     pub fn open_inline(config: SystemConfig) -> Result<Arc<System>, SystemError> {
-        Self::open_inner(&config)
+        Self::open_local(&config)
     }
 
-    fn open_inner(config: &SystemConfig) -> Result<Arc<System>, SystemError> {
+    /// Opens on another store and queue (S3 and SQS in AWS), without background workers: the
+    /// hosts drive the steps ([`System::ingest_uploaded`], [`System::apply_ingest_messages`]).
+    /// With `watch_models`, the promoted model is loaded now and `models/CURRENT` and
+    /// `dataset/CURRENT` are polled every `model_poll` (the api function); `config.data_dir` is
+    /// not used.
+    pub fn open_with(
+        config: SystemConfig,
+        store: Arc<dyn ObjectStore>,
+        queue: Arc<dyn Queue>,
+        watch_models: bool,
+    ) -> Result<Arc<System>, SystemError> {
+        let sys = Self::open_inner(&config, store, queue, None)?;
+        if watch_models {
+            Self::start_model_watch(&sys)?;
+        }
+        Ok(sys)
+    }
+
+    fn open_local(config: &SystemConfig) -> Result<Arc<System>, SystemError> {
         let store = Arc::new(LocalStore::open(&config.data_dir)?);
+        let queue = Arc::new(InProcessQueue::new(Duration::from_secs(300)));
+        Self::open_inner(config, store, queue.clone(), Some(queue))
+    }
+
+    fn open_inner(
+        config: &SystemConfig,
+        store: Arc<dyn ObjectStore>,
+        queue: Arc<dyn Queue>,
+        local_queue: Option<Arc<InProcessQueue>>,
+    ) -> Result<Arc<System>, SystemError> {
         let photos = FacePipeline::open(&config.models_dir, &PipelineOptions::default())?;
         let videos = FacePipeline::open(&config.models_dir, &video_pipeline_options())?;
         let model = config.models_dir.join(crate::paths::BACKBONE_FILE);
@@ -377,7 +412,8 @@ impl System {
         };
         Ok(Arc::new(System {
             store,
-            queue: Arc::new(InProcessQueue::new(Duration::from_secs(300))),
+            queue,
+            local_queue,
             photos,
             videos,
             embedder,
@@ -469,6 +505,23 @@ impl System {
         }
     }
 
+    /// Reloads the gallery when `dataset/CURRENT` moved (another process committed).
+    fn check_dataset(&self) {
+        let current = match self.store.get(crate::keys::DATASET_CURRENT) {
+            Ok(Some(o)) => String::from_utf8_lossy(&o.data).trim().parse::<u64>().ok(),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read dataset/CURRENT");
+                return;
+            }
+        };
+        if current.is_some_and(|v| v != self.current_gallery().version()) {
+            if let Err(e) = self.refresh_gallery() {
+                tracing::error!(error = %e, "cannot load the new dataset version");
+            }
+        }
+    }
+
     fn swap_model(&self, s: Serving) {
         *self.serving.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(s);
     }
@@ -521,8 +574,8 @@ impl System {
     }
 
     /// The object store (for tests and tools).
-    pub fn store(&self) -> &LocalStore {
-        &self.store
+    pub fn store(&self) -> &dyn ObjectStore {
+        &*self.store
     }
 
     fn current_gallery(&self) -> Arc<Gallery> {
@@ -765,7 +818,25 @@ impl System {
         let Some(obj) = self.store.get(&key)? else {
             return self.fail(status, "the upload is missing".into());
         };
-        let ext = key.rsplit('.').next().unwrap_or("");
+        let ext = key.rsplit('.').next().unwrap_or("").to_ascii_lowercase();
+        let ext = match ext.as_str() {
+            "jpeg" => "jpg",
+            e => e,
+        };
+        let limit = if is_video(ext) {
+            MAX_VIDEO_BYTES
+        } else {
+            MAX_PHOTO_BYTES
+        };
+        if obj.data.len() > limit {
+            return self.fail(
+                status,
+                format!(
+                    "the upload is {} bytes; at most {limit} are accepted",
+                    obj.data.len()
+                ),
+            );
+        }
         let mut chips: Vec<(u64, RgbImage)> = Vec::new();
         let mut rejected: BTreeMap<String, u32> = BTreeMap::new();
         if is_video(ext) {
@@ -847,52 +918,252 @@ impl System {
         }
     }
 
-    /// Embeds the crops of a batch of ingest messages and commits one dataset version.
+    /// Embeds the crops of a batch of ingest messages and commits one dataset version
+    /// (the local dataset worker): malformed messages are dropped, the others acknowledged once
+    /// committed.
     fn dataset_step(&self, batch: &[crate::queue::Received]) -> Result<(), SystemError> {
-        let mut updates = Vec::new();
-        let mut done = Vec::new();
-        for r in batch {
-            let m = match IngestMessage::parse(&r.body) {
-                Ok(m) => m,
-                Err(e) => {
+        let bodies: Vec<&str> = batch.iter().map(|r| r.body.as_str()).collect();
+        let results = self.apply_ingest_messages(&bodies);
+        let mut first_error = None;
+        for (r, result) in batch.iter().zip(results) {
+            match result {
+                Ok(()) => {
+                    let _ = self.queue.ack(r.receipt);
+                }
+                Err(SystemError::BadInput(e)) => {
                     tracing::error!(receipt = r.receipt, error = %e, "unusable ingest message dropped");
                     let _ = self.queue.ack(r.receipt);
+                }
+                Err(e) => {
+                    // Left unacknowledged: it comes back after the visibility timeout.
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// The dataset step for a batch of ingest message bodies (the `dataset` function's SQS
+    /// batch): each is parsed and its crops embedded on its own, the good ones are committed
+    /// as one dataset version, and the result says, per message, whether it is done.
+    /// `BadInput` marks a message that can never succeed (malformed); other errors may pass on
+    /// a retry. A message whose upload is already in the dataset changes nothing.
+    pub fn apply_ingest_messages(&self, bodies: &[&str]) -> Vec<Result<(), SystemError>> {
+        let applied = match self.applied_uploads() {
+            Ok(a) => a,
+            Err(e) => {
+                return bodies
+                    .iter()
+                    .map(|_| Err(SystemError::Internal(e.to_string())))
+                    .collect()
+            }
+        };
+        let mut results: Vec<Result<(), SystemError>> = Vec::with_capacity(bodies.len());
+        let mut updates = Vec::new();
+        let mut indexed = Vec::new();
+        for body in bodies {
+            let m = match IngestMessage::parse(body) {
+                Ok(m) => m,
+                Err(e) => {
+                    results.push(Err(SystemError::BadInput(format!(
+                        "not an ingest message: {e}"
+                    ))));
                     continue;
                 }
             };
-            let mut chips = Vec::with_capacity(m.crops.len());
-            for k in &m.crops {
-                let Some(obj) = self.store.get(k)? else {
-                    return Err(SystemError::Internal(format!("crop {k} is missing")));
-                };
-                let img = image::load_from_memory_with_format(&obj.data, image::ImageFormat::Png)
-                    .map_err(|e| SystemError::Internal(format!("crop {k}: {e}")))?
-                    .to_rgb8();
-                chips.push(img);
+            if applied.contains(&m.upload_id) {
+                indexed.push(m.upload_id.clone());
+                results.push(Ok(()));
+                continue;
             }
-            let embeddings = self.embed_chips(&chips)?;
-            done.push((r.receipt, m.upload_id.clone()));
-            updates.push(Update::Add {
-                message: m,
-                embeddings,
-            });
+            match self.load_and_embed(&m.crops) {
+                Ok(embeddings) => {
+                    indexed.push(m.upload_id.clone());
+                    updates.push(Update::Add {
+                        message: m,
+                        embeddings,
+                    });
+                    results.push(Ok(()));
+                }
+                Err(e) => results.push(Err(e)),
+            }
+        }
+        if updates.is_empty() && indexed.is_empty() {
+            return results;
         }
         let version = {
             let _g = self.commit_lock.lock().unwrap_or_else(|p| p.into_inner());
-            dataset::commit(&*self.store, self.embedder.dim(), &updates)?
+            dataset::commit(&*self.store, self.embedder.dim(), &updates)
         };
-        self.refresh_gallery()?;
-        for (receipt, upload_id) in done {
+        let version = match version {
+            Ok(v) => v,
+            Err(e) => {
+                let message = e.to_string();
+                return results
+                    .into_iter()
+                    .map(|r| r.and(Err(SystemError::Internal(message.clone()))))
+                    .collect();
+            }
+        };
+        if let Err(e) = self.refresh_gallery() {
+            tracing::error!(error = %e, "cannot reload the gallery");
+        }
+        for upload_id in indexed {
             if let Ok(mut s) = self.enrollment_status(&upload_id) {
                 if s.state == "cropped" {
                     s.state = "indexed".into();
                     s.dataset_version = Some(version);
-                    self.save_status(&s, Condition::None)?;
+                    if let Err(e) = self.save_status(&s, Condition::None) {
+                        tracing::error!(upload_id = %upload_id, error = %e, "cannot record the indexed state");
+                    }
                 }
             }
-            let _ = self.queue.ack(receipt);
         }
-        Ok(())
+        results
+    }
+
+    /// Reads and embeds stored crops.
+    fn load_and_embed(&self, crops: &[String]) -> Result<Vec<Vec<f32>>, SystemError> {
+        let mut chips = Vec::with_capacity(crops.len());
+        for k in crops {
+            let Some(obj) = self.store.get(k)? else {
+                return Err(SystemError::Internal(format!("crop {k} is missing")));
+            };
+            let img = image::load_from_memory_with_format(&obj.data, image::ImageFormat::Png)
+                .map_err(|e| SystemError::Internal(format!("crop {k}: {e}")))?
+                .to_rgb8();
+            chips.push(img);
+        }
+        self.embed_chips(&chips)
+    }
+
+    /// Takes an object stored under `uploads/<folder>/<file>` (an S3 upload event; `tag` is its
+    /// ETag) through ingest: an enrollment's presigned upload (`uploads/<slug>/<upload-id>.<ext>`
+    /// of a `created` enrollment), or any file dropped in a person's folder (the drop folder:
+    /// the folder names the person, e.g. `uploads/ada_lovelace/clip.mp4`). The same object
+    /// always gets the same upload id, so a repeated event changes nothing. An object that
+    /// cannot be used ends `failed` with the reason (and is not an error: retrying cannot help).
+    pub fn ingest_uploaded(&self, key: &str, tag: &str) -> Result<EnrollmentStatus, SystemError> {
+        crate::store::check_key(key).map_err(|e| SystemError::BadInput(e.to_string()))?;
+        let rest = key
+            .strip_prefix("uploads/")
+            .ok_or_else(|| SystemError::BadInput(format!("{key} is not under uploads/")))?;
+        let (folder, file) = rest
+            .split_once('/')
+            .filter(|(_, f)| !f.contains('/'))
+            .ok_or_else(|| {
+                SystemError::BadInput(format!("{key} is not uploads/<person>/<file>"))
+            })?;
+        // A presigned enrollment upload.
+        if let Some((id, _)) = file.rsplit_once('.') {
+            if keys::check_upload_id(id).is_ok() {
+                if let Ok(mut st) = self.enrollment_status(id) {
+                    if st.slug == folder && st.source_key.as_deref().is_none_or(|k| k == key) {
+                        match st.state.as_str() {
+                            "created" => {
+                                st.state = "uploaded".into();
+                                st.source_key = Some(key.to_string());
+                                self.save_status(&st, Condition::None)?;
+                            }
+                            "uploaded" => {}
+                            _ => return Ok(st),
+                        }
+                        self.ingest(id)?;
+                        return self.enrollment_status(id);
+                    }
+                }
+            }
+        }
+        // The drop folder.
+        let (display_name, slug) = self.drop_identity(folder)?;
+        let upload_id = format!("drop-{}", content_tag(format!("{key}\0{tag}").as_bytes()));
+        if let Ok(st) = self.enrollment_status(&upload_id) {
+            if st.state != "uploaded" {
+                return Ok(st);
+            }
+        } else {
+            let ext = file
+                .rsplit_once('.')
+                .map(|(_, e)| e.to_ascii_lowercase())
+                .unwrap_or_default();
+            let ext = if ext == "jpeg" {
+                "jpg".to_string()
+            } else {
+                ext
+            };
+            let mut st = EnrollmentStatus {
+                upload_id: upload_id.clone(),
+                slug,
+                display_name,
+                state: "uploaded".into(),
+                source_key: Some(key.to_string()),
+                ..Default::default()
+            };
+            if !matches!(
+                ext.as_str(),
+                "mp4" | "mov" | "webm" | "jpg" | "png" | "webp"
+            ) {
+                st.state = "failed".into();
+                st.error = Some(format!(
+                    "{file:?} is not a video (mp4, mov, webm) or a photo (jpeg, png, webp)"
+                ));
+            }
+            match self.save_status(&st, Condition::IfAbsent) {
+                Ok(()) | Err(SystemError::Conflict(_)) => {}
+                Err(e) => return Err(e),
+            }
+            if st.state == "failed" {
+                return self.enrollment_status(&upload_id);
+            }
+        }
+        self.ingest(&upload_id)?;
+        self.enrollment_status(&upload_id)
+    }
+
+    /// The person a drop-folder name stands for: the gallery's name when the slug is known,
+    /// else the folder name with `_` as spaces, each word capitalised.
+    fn drop_identity(&self, folder: &str) -> Result<(String, String), SystemError> {
+        let words: Vec<String> = folder
+            .split(['_', ' ', '-'])
+            .filter(|w| !w.is_empty())
+            .map(|w| {
+                let mut c = w.chars();
+                c.next()
+                    .map(|f| f.to_uppercase().chain(c).collect())
+                    .unwrap_or_default()
+            })
+            .collect();
+        let display_name = keys::display_name(&words.join(" "))?;
+        let slug = keys::slugify(&display_name);
+        keys::check_slug(&slug)?;
+        let known = dataset::load_current(&*self.store)?
+            .and_then(|s| s.manifest.identity(&slug).map(|i| i.display_name.clone()));
+        Ok((known.unwrap_or(display_name), slug))
+    }
+
+    /// A train request when at least `min_new` identities of the current dataset are not in
+    /// the promoted model's head (all of them when none is promoted), else `None`.
+    pub fn train_due(&self, min_new: usize) -> Result<Option<TrainRequest>, SystemError> {
+        let Some(snapshot) = dataset::load_current(&*self.store)? else {
+            return Ok(None);
+        };
+        let known: HashSet<String> = match models::current(&*self.store).map_err(model_error)? {
+            Some((n, _)) => models::read_labels(&*self.store, n)
+                .map(|l| l.labels.into_iter().map(|l| l.slug).collect())
+                .unwrap_or_default(),
+            None => HashSet::new(),
+        };
+        let new = snapshot
+            .manifest
+            .identities
+            .iter()
+            .filter(|i| !known.contains(&i.slug))
+            .count();
+        Ok((new >= min_new.max(1)).then(|| TrainRequest {
+            v: MESSAGE_VERSION,
+            dataset_version: snapshot.manifest.version,
+            reason: format!("{new} identities are not in the promoted model"),
+        }))
     }
 
     /// Picks up enrollments a previous run left between steps.
@@ -1294,7 +1565,7 @@ impl System {
                         .and_then(|o| serde_json::from_slice::<EnrollmentStatus>(&o.data).ok())
                         .is_some_and(|s| s.state == "uploaded" || s.state == "cropped")
                 });
-            if !pending && self.queue.is_empty() {
+            if !pending && self.local_queue.as_ref().is_none_or(|q| q.is_empty()) {
                 return true;
             }
             std::thread::sleep(Duration::from_millis(50));

@@ -53,11 +53,7 @@ fn models() -> PathBuf {
 }
 
 fn config(data: &Path) -> SystemConfig {
-    SystemConfig {
-        data_dir: data.to_path_buf(),
-        models_dir: models(),
-        threads: 1,
-    }
+    SystemConfig::new(data.to_path_buf(), models(), 1)
 }
 
 /// Imports four photos of each of [`IDENTITIES`] into the system.
@@ -270,6 +266,7 @@ async fn page_assets_and_openapi() {
         ("GET", "/v1/openapi.json"),
         ("POST", "/v1/enrollments"),
         ("POST", "/v1/match"),
+        ("POST", "/v1/models/{version}/promote"),
         ("PUT", "/v1/uploads/{upload_id}"),
     ];
     let expected: Vec<(String, String)> = expected

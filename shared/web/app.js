@@ -185,7 +185,7 @@ function renderMatch(found) {
     boxes.append(box);
     faces.append(renderFace(face, i + 1));
   });
-  $('#match-meta').textContent = `Gallery version ${found.dataset_version} · model ${found.model}`;
+  $('#match-meta').textContent = `Gallery version ${found.dataset_version} · ${found.model === "backbone" ? "untrained model (backbone)" : found.model}`;
 }
 
 function renderFace(face, n) {
