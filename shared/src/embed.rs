@@ -198,6 +198,9 @@ fn runtime() -> Result<&'static ort::environment::Environment, EmbedError> {
     }
 }
 
+/// Chips per engine call when embedding many.
+pub const EMBED_BATCH: usize = 16;
+
 /// Name of the optional per-identity output of a trained model (`[N, C]`).
 pub const SCORES_OUTPUT: &str = "scores";
 
@@ -308,6 +311,20 @@ impl Embedder {
     /// Embeds every chip of `batch`, in order.
     pub fn embed(&self, batch: &ChipBatch) -> Result<Embeddings, EmbedError> {
         Ok(self.run(batch, false)?.embeddings)
+    }
+
+    /// Embeds any number of chips, in batches of [`EMBED_BATCH`], in order.
+    pub fn embed_all(&self, chips: &[&RgbImage]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        let mut out = Vec::with_capacity(chips.len());
+        let mut batch = ChipBatch::with_capacity(EMBED_BATCH);
+        for group in chips.chunks(EMBED_BATCH) {
+            batch.clear();
+            for chip in group {
+                batch.push(chip)?;
+            }
+            out.extend(self.embed(&batch)?.rows().map(<[f32]>::to_vec));
+        }
+        Ok(out)
     }
 
     /// Embeds every chip of `batch` and, for a trained model, scores it against its head.

@@ -12,10 +12,12 @@ pub mod dataset;
 pub mod dlib;
 pub mod embed;
 pub mod eval;
+#[cfg(feature = "faces")]
 pub mod face;
 pub mod fsutil;
 pub mod gallery;
 pub mod hfparquet;
+#[cfg(feature = "faces")]
 pub mod http;
 pub mod imageio;
 pub mod keys;
@@ -24,6 +26,8 @@ pub mod models;
 pub mod onnx;
 pub mod paths;
 pub mod queue;
+pub mod steps;
 pub mod store;
+#[cfg(feature = "faces")]
 pub mod system;
 pub mod train;

@@ -12,7 +12,7 @@ use std::sync::{mpsc, Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
 use image::RgbImage;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::dataset::{self, DatasetError, Update};
 use crate::embed::{ChipBatch, EmbedError, Embedder, EmbedderOptions};
@@ -27,6 +27,8 @@ use crate::keys;
 use crate::messages::{IngestMessage, TrainRequest, MESSAGE_VERSION};
 use crate::models;
 use crate::queue::{InProcessQueue, Queue};
+pub use crate::steps::EnrollmentStatus;
+use crate::steps::{self, StepError};
 use crate::store::{content_tag, Condition, LocalStore, ObjectStore, StoreError};
 
 /// Largest photo accepted by `match` and photo enrollments.
@@ -96,6 +98,16 @@ pub enum SystemError {
     /// Our fault; details go to the log, not to callers.
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+impl From<StepError> for SystemError {
+    fn from(e: StepError) -> Self {
+        match e {
+            StepError::Malformed(m) => SystemError::BadInput(m),
+            StepError::Conflict(m) => SystemError::Conflict(m),
+            StepError::Failed(m) => SystemError::Internal(m),
+        }
+    }
 }
 
 impl From<StoreError> for SystemError {
@@ -181,38 +193,6 @@ pub struct Enrollment {
     pub slug: String,
     /// The identity's name.
     pub display_name: String,
-}
-
-/// Where an enrollment is.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct EnrollmentStatus {
-    /// Its id.
-    pub upload_id: String,
-    /// The identity's slug.
-    pub slug: String,
-    /// The identity's name.
-    pub display_name: String,
-    /// `created`, `uploaded`, `cropped`, `indexed` or `failed`.
-    pub state: String,
-    /// Why it failed.
-    pub error: Option<String>,
-    /// The stored upload.
-    pub source_key: Option<String>,
-    /// Video frames sampled.
-    pub frames_sampled: Option<u32>,
-    /// Faces kept.
-    pub kept: Option<u32>,
-    /// Frames rejected, by reason.
-    pub rejected: BTreeMap<String, u32>,
-    /// The head was seen turned to the person's left.
-    pub turned_left: Option<bool>,
-    /// The head was seen turned to the person's right.
-    pub turned_right: Option<bool>,
-    /// The dataset version that indexed it.
-    pub dataset_version: Option<u64>,
-    /// Keys of the crops cut.
-    #[serde(default)]
-    pub crops: Vec<String>,
 }
 
 /// One identity of the gallery.
@@ -783,20 +763,12 @@ impl System {
 
     /// The status of an enrollment.
     pub fn enrollment_status(&self, upload_id: &str) -> Result<EnrollmentStatus, SystemError> {
-        let key = keys::status_key(upload_id)
-            .map_err(|_| SystemError::NotFound(format!("no enrollment {upload_id:?}")))?;
-        let obj = self
-            .store
-            .get(&key)?
-            .ok_or_else(|| SystemError::NotFound(format!("no enrollment {upload_id}")))?;
-        serde_json::from_slice(&obj.data).map_err(|e| SystemError::Internal(e.to_string()))
+        steps::read_status(&*self.store, upload_id)?
+            .ok_or_else(|| SystemError::NotFound(format!("no enrollment {upload_id:?}")))
     }
 
     fn save_status(&self, s: &EnrollmentStatus, cond: Condition) -> Result<(), SystemError> {
-        let key = keys::status_key(&s.upload_id)?;
-        let body = serde_json::to_vec_pretty(s).expect("a status serializes");
-        self.store.put(&key, &body, cond)?;
-        Ok(())
+        Ok(steps::save_status(&*self.store, s, cond)?)
     }
 
     fn fail(&self, mut s: EnrollmentStatus, message: String) -> Result<(), SystemError> {
@@ -943,98 +915,25 @@ impl System {
         first_error.map_or(Ok(()), Err)
     }
 
-    /// The dataset step for a batch of ingest message bodies (the `dataset` function's SQS
-    /// batch): each is parsed and its crops embedded on its own, the good ones are committed
-    /// as one dataset version, and the result says, per message, whether it is done.
-    /// `BadInput` marks a message that can never succeed (malformed); other errors may pass on
-    /// a retry. A message whose upload is already in the dataset changes nothing.
+    /// The dataset step for a batch of ingest message bodies (see
+    /// [`steps::apply_ingest_messages`]); the gallery is reloaded when a version is committed.
+    /// `BadInput` marks a message that can never succeed (malformed).
     pub fn apply_ingest_messages(&self, bodies: &[&str]) -> Vec<Result<(), SystemError>> {
-        let applied = match self.applied_uploads() {
-            Ok(a) => a,
-            Err(e) => {
-                return bodies
-                    .iter()
-                    .map(|_| Err(SystemError::Internal(e.to_string())))
-                    .collect()
-            }
-        };
-        let mut results: Vec<Result<(), SystemError>> = Vec::with_capacity(bodies.len());
-        let mut updates = Vec::new();
-        let mut indexed = Vec::new();
-        for body in bodies {
-            let m = match IngestMessage::parse(body) {
-                Ok(m) => m,
-                Err(e) => {
-                    results.push(Err(SystemError::BadInput(format!(
-                        "not an ingest message: {e}"
-                    ))));
-                    continue;
-                }
-            };
-            if applied.contains(&m.upload_id) {
-                indexed.push(m.upload_id.clone());
-                results.push(Ok(()));
-                continue;
-            }
-            match self.load_and_embed(&m.crops) {
-                Ok(embeddings) => {
-                    indexed.push(m.upload_id.clone());
-                    updates.push(Update::Add {
-                        message: m,
-                        embeddings,
-                    });
-                    results.push(Ok(()));
-                }
-                Err(e) => results.push(Err(e)),
-            }
-        }
-        if updates.is_empty() && indexed.is_empty() {
-            return results;
-        }
-        let version = {
-            let _g = self.commit_lock.lock().unwrap_or_else(|p| p.into_inner());
-            dataset::commit(&*self.store, self.embedder.dim(), &updates)
-        };
-        let version = match version {
-            Ok(v) => v,
-            Err(e) => {
-                let message = e.to_string();
-                return results
-                    .into_iter()
-                    .map(|r| r.and(Err(SystemError::Internal(message.clone()))))
-                    .collect();
-            }
-        };
-        if let Err(e) = self.refresh_gallery() {
-            tracing::error!(error = %e, "cannot reload the gallery");
-        }
-        for upload_id in indexed {
-            if let Ok(mut s) = self.enrollment_status(&upload_id) {
-                if s.state == "cropped" {
-                    s.state = "indexed".into();
-                    s.dataset_version = Some(version);
-                    if let Err(e) = self.save_status(&s, Condition::None) {
-                        tracing::error!(upload_id = %upload_id, error = %e, "cannot record the indexed state");
-                    }
-                }
+        let (results, version) = steps::apply_ingest_messages(
+            &*self.store,
+            &self.embedder,
+            bodies,
+            Some(&self.commit_lock),
+        );
+        if version.is_some() {
+            if let Err(e) = self.refresh_gallery() {
+                tracing::error!(error = %e, "cannot reload the gallery");
             }
         }
         results
-    }
-
-    /// Reads and embeds stored crops.
-    fn load_and_embed(&self, crops: &[String]) -> Result<Vec<Vec<f32>>, SystemError> {
-        let mut chips = Vec::with_capacity(crops.len());
-        for k in crops {
-            let Some(obj) = self.store.get(k)? else {
-                return Err(SystemError::Internal(format!("crop {k} is missing")));
-            };
-            let img = image::load_from_memory_with_format(&obj.data, image::ImageFormat::Png)
-                .map_err(|e| SystemError::Internal(format!("crop {k}: {e}")))?
-                .to_rgb8();
-            chips.push(img);
-        }
-        self.embed_chips(&chips)
+            .into_iter()
+            .map(|r| r.map_err(SystemError::from))
+            .collect()
     }
 
     /// Takes an object stored under `uploads/<folder>/<file>` (an S3 upload event; `tag` is its
@@ -1141,29 +1040,9 @@ impl System {
         Ok((known.unwrap_or(display_name), slug))
     }
 
-    /// A train request when at least `min_new` identities of the current dataset are not in
-    /// the promoted model's head (all of them when none is promoted), else `None`.
+    /// A train request when enough identities are new (see [`steps::train_due`]).
     pub fn train_due(&self, min_new: usize) -> Result<Option<TrainRequest>, SystemError> {
-        let Some(snapshot) = dataset::load_current(&*self.store)? else {
-            return Ok(None);
-        };
-        let known: HashSet<String> = match models::current(&*self.store).map_err(model_error)? {
-            Some((n, _)) => models::read_labels(&*self.store, n)
-                .map(|l| l.labels.into_iter().map(|l| l.slug).collect())
-                .unwrap_or_default(),
-            None => HashSet::new(),
-        };
-        let new = snapshot
-            .manifest
-            .identities
-            .iter()
-            .filter(|i| !known.contains(&i.slug))
-            .count();
-        Ok((new >= min_new.max(1)).then(|| TrainRequest {
-            v: MESSAGE_VERSION,
-            dataset_version: snapshot.manifest.version,
-            reason: format!("{new} identities are not in the promoted model"),
-        }))
+        Ok(steps::train_due(&*self.store, min_new)?)
     }
 
     /// Picks up enrollments a previous run left between steps.

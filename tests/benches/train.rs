@@ -138,7 +138,7 @@ fn main() {
     // 2. synthetic.
     let (ids, per, dim) = (10_000, 20, 128);
     let t = Instant::now();
-    let embeddings = train::synthetic(ids, per, dim, 0.9, 42);
+    let embeddings = train::synthetic(ids, per, dim, 1.2, 42);
     let mut manifest = Manifest::empty(dim);
     manifest.rows = ids * per;
     manifest.identities = (0..ids)

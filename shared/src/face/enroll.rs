@@ -30,7 +30,7 @@ use super::pipeline::{
 use super::quality::{self, Measures, RejectReason, Thresholds, Thumbnail};
 use super::video::{Frame, FrameSampler, SamplerOptions, VideoError, VideoInfo};
 use super::{Point, Rect};
-use crate::embed::{ChipBatch, EmbedError, Embedder};
+use crate::embed::{EmbedError, Embedder};
 
 /// At most this many frames are kept by default.
 pub const DEFAULT_MAX_KEPT: usize = 30;
@@ -41,7 +41,6 @@ pub const DEFAULT_MAX_KEPT: usize = 30;
 pub const DEFAULT_MIN_KEPT: usize = 5;
 
 /// Chips per embedding batch in the identity check.
-const EMBED_BATCH: usize = 16;
 
 /// What enrollment needs from face detection: the faces in a frame and their chips.
 /// [`FacePipeline`] is the real one; tests use fakes.
@@ -95,16 +94,7 @@ pub trait ChipEmbedder {
 
 impl ChipEmbedder for Embedder {
     fn embed_chips(&self, chips: &[&RgbImage]) -> Result<Vec<Vec<f32>>, EmbedError> {
-        let mut out = Vec::with_capacity(chips.len());
-        let mut batch = ChipBatch::with_capacity(EMBED_BATCH);
-        for group in chips.chunks(EMBED_BATCH) {
-            batch.clear();
-            for chip in group {
-                batch.push(chip)?;
-            }
-            out.extend(self.embed(&batch)?.rows().map(<[f32]>::to_vec));
-        }
-        Ok(out)
+        self.embed_all(chips)
     }
 }
 

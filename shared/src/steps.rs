@@ -1,0 +1,260 @@
+//! The pipeline steps that need no face detection, shared by [`crate::system::System`] and the
+//! `dataset` and `train` functions (which are built without OpenCV): enrollment status records,
+//! the dataset step over a batch of ingest messages, and the "train now?" decision.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Mutex;
+
+use image::RgbImage;
+use serde::{Deserialize, Serialize};
+
+use crate::dataset::{self, Update};
+use crate::embed::Embedder;
+use crate::keys;
+use crate::messages::{IngestMessage, TrainRequest, MESSAGE_VERSION};
+use crate::models;
+use crate::store::{Condition, ObjectStore, StoreError};
+
+/// Why a step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    /// The input can never succeed (a malformed message): do not retry it.
+    #[error("{0}")]
+    Malformed(String),
+    /// A conditional write lost (another writer was first).
+    #[error("{0}")]
+    Conflict(String),
+    /// Something that may pass on a retry (storage, the model).
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl From<StoreError> for StepError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::PreconditionFailed(_) => StepError::Conflict(e.to_string()),
+            _ => StepError::Failed(e.to_string()),
+        }
+    }
+}
+
+/// Where an enrollment is.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EnrollmentStatus {
+    /// Its id.
+    pub upload_id: String,
+    /// The identity's slug.
+    pub slug: String,
+    /// The identity's name.
+    pub display_name: String,
+    /// `created`, `uploaded`, `cropped`, `indexed` or `failed`.
+    pub state: String,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// The stored upload.
+    pub source_key: Option<String>,
+    /// Video frames sampled.
+    pub frames_sampled: Option<u32>,
+    /// Faces kept.
+    pub kept: Option<u32>,
+    /// Frames rejected, by reason.
+    pub rejected: BTreeMap<String, u32>,
+    /// The head was seen turned to the person's left.
+    pub turned_left: Option<bool>,
+    /// The head was seen turned to the person's right.
+    pub turned_right: Option<bool>,
+    /// The dataset version that indexed it.
+    pub dataset_version: Option<u64>,
+    /// Keys of the crops cut.
+    #[serde(default)]
+    pub crops: Vec<String>,
+}
+
+/// Reads an enrollment's status (`None`: no such enrollment, or not an upload id).
+pub fn read_status(
+    store: &dyn ObjectStore,
+    upload_id: &str,
+) -> Result<Option<EnrollmentStatus>, StepError> {
+    let Ok(key) = keys::status_key(upload_id) else {
+        return Ok(None);
+    };
+    match store.get(&key)? {
+        Some(obj) => serde_json::from_slice(&obj.data)
+            .map(Some)
+            .map_err(|e| StepError::Failed(format!("{key} is damaged: {e}"))),
+        None => Ok(None),
+    }
+}
+
+/// Writes an enrollment's status under `cond`.
+pub fn save_status(
+    store: &dyn ObjectStore,
+    s: &EnrollmentStatus,
+    cond: Condition,
+) -> Result<(), StepError> {
+    let key = keys::status_key(&s.upload_id).map_err(|e| StepError::Malformed(e.to_string()))?;
+    let body = serde_json::to_vec_pretty(s).expect("a status serializes");
+    store.put(&key, &body, cond)?;
+    Ok(())
+}
+
+/// The dataset step for a batch of ingest message bodies (the `dataset` function's SQS batch,
+/// or the local dataset worker): each message is parsed and its crops embedded on its own, the
+/// good ones are committed as one dataset version, and their enrollments marked `indexed`.
+/// Returns, per message, whether it is done, and the version committed (`None` when nothing
+/// was new). A message whose upload is already in the dataset (a redelivery) is done and
+/// writes nothing. `lock` serialises commits within a process (other writers are handled by
+/// the conditional write on `dataset/CURRENT`).
+pub fn apply_ingest_messages(
+    store: &dyn ObjectStore,
+    embedder: &Embedder,
+    bodies: &[&str],
+    lock: Option<&Mutex<()>>,
+) -> (Vec<Result<(), StepError>>, Option<u64>) {
+    let applied = match dataset::load_current(store) {
+        Ok(s) => s.map(|s| s.manifest.applied_uploads).unwrap_or_default(),
+        Err(e) => {
+            let m = e.to_string();
+            return (
+                bodies
+                    .iter()
+                    .map(|_| Err(StepError::Failed(m.clone())))
+                    .collect(),
+                None,
+            );
+        }
+    };
+    let mut results: Vec<Result<(), StepError>> = Vec::with_capacity(bodies.len());
+    let mut updates = Vec::new();
+    let mut indexed = Vec::new();
+    for body in bodies {
+        let m = match IngestMessage::parse(body) {
+            Ok(m) => m,
+            Err(e) => {
+                results.push(Err(StepError::Malformed(format!(
+                    "not an ingest message: {e}"
+                ))));
+                continue;
+            }
+        };
+        if applied.contains(&m.upload_id) {
+            indexed.push(m.upload_id.clone());
+            results.push(Ok(()));
+            continue;
+        }
+        match load_and_embed(store, embedder, &m.crops) {
+            Ok(embeddings) => {
+                indexed.push(m.upload_id.clone());
+                updates.push(Update::Add {
+                    message: m,
+                    embeddings,
+                });
+                results.push(Ok(()));
+            }
+            Err(e) => results.push(Err(e)),
+        }
+    }
+    let mut version = None;
+    if !updates.is_empty() {
+        let before = dataset::load_current(store)
+            .ok()
+            .flatten()
+            .map(|s| s.manifest.version);
+        let committed = {
+            let _g = lock.map(|l| l.lock().unwrap_or_else(|p| p.into_inner()));
+            dataset::commit(store, embedder.dim(), &updates)
+        };
+        match committed {
+            Ok(v) => version = (Some(v) != before).then_some(v),
+            Err(e) => {
+                let m = e.to_string();
+                return (
+                    results
+                        .into_iter()
+                        .map(|r| r.and(Err(StepError::Failed(m.clone()))))
+                        .collect(),
+                    None,
+                );
+            }
+        }
+    }
+    let current = dataset::load_current(store)
+        .ok()
+        .flatten()
+        .map(|s| s.manifest.version);
+    for upload_id in indexed {
+        if let Ok(Some(mut s)) = read_status(store, &upload_id) {
+            if s.state == "cropped" {
+                s.state = "indexed".into();
+                s.dataset_version = current;
+                if let Err(e) = save_status(store, &s, Condition::None) {
+                    tracing::error!(upload_id = %upload_id, error = %e, "cannot record the indexed state");
+                }
+            }
+        }
+    }
+    (results, version)
+}
+
+/// Reads stored crops (PNG) and embeds them with the backbone.
+fn load_and_embed(
+    store: &dyn ObjectStore,
+    embedder: &Embedder,
+    crops: &[String],
+) -> Result<Vec<Vec<f32>>, StepError> {
+    let mut chips: Vec<RgbImage> = Vec::with_capacity(crops.len());
+    for k in crops {
+        let Some(obj) = store.get(k)? else {
+            return Err(StepError::Failed(format!("crop {k} is missing")));
+        };
+        let img = image::load_from_memory_with_format(&obj.data, image::ImageFormat::Png)
+            .map_err(|e| StepError::Failed(format!("crop {k}: {e}")))?
+            .to_rgb8();
+        chips.push(img);
+    }
+    let refs: Vec<&RgbImage> = chips.iter().collect();
+    embedder
+        .embed_all(&refs)
+        .map_err(|e| StepError::Failed(e.to_string()))
+}
+
+/// A train request when at least `min_new` identities of the current dataset are not in the
+/// promoted model's head (all of them when none is promoted), else `None`.
+pub fn train_due(
+    store: &dyn ObjectStore,
+    min_new: usize,
+) -> Result<Option<TrainRequest>, StepError> {
+    let Some(snapshot) =
+        dataset::load_current(store).map_err(|e| StepError::Failed(e.to_string()))?
+    else {
+        return Ok(None);
+    };
+    let known: HashSet<String> =
+        match models::current(store).map_err(|e| StepError::Failed(e.to_string()))? {
+            Some((n, _)) => models::read_labels(store, n)
+                .map(|l| l.labels.into_iter().map(|l| l.slug).collect())
+                .unwrap_or_default(),
+            None => HashSet::new(),
+        };
+    let new = snapshot
+        .manifest
+        .identities
+        .iter()
+        .filter(|i| !known.contains(&i.slug))
+        .count();
+    Ok((new >= min_new.max(1)).then(|| TrainRequest {
+        v: MESSAGE_VERSION,
+        dataset_version: snapshot.manifest.version,
+        reason: format!("{new} identities are not in the promoted model"),
+    }))
+}
+
+/// Whether a model was already trained on dataset version `n` or a later one (a repeated train
+/// request changes nothing).
+pub fn trained_on(store: &dyn ObjectStore, n: u64) -> Result<bool, StepError> {
+    let versions = models::list(store).map_err(|e| StepError::Failed(e.to_string()))?;
+    Ok(versions
+        .iter()
+        .filter_map(|v| v.metrics.as_ref())
+        .any(|m| m.dataset_version >= n))
+}
