@@ -62,6 +62,29 @@ pub trait ObjectStore: Send + Sync {
     fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError>;
 }
 
+/// A URL a client can `PUT` one object to directly (an S3 presigned PUT), with the headers it
+/// must send (signed: another content type or length is refused by the store).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresignedPut {
+    /// The URL.
+    pub url: String,
+    /// Headers the `PUT` must carry, e.g. `content-type` and `content-length`.
+    pub headers: Vec<(String, String)>,
+    /// Seconds the URL stays valid.
+    pub expires_in: u64,
+}
+
+/// Hands out presigned uploads (the S3 adapter; the local server takes uploads itself).
+pub trait UploadSigner: Send + Sync {
+    /// A URL to `PUT` exactly `content_length` bytes of `content_type` to `key`.
+    fn presign_put(
+        &self,
+        key: &str,
+        content_type: &str,
+        content_length: u64,
+    ) -> Result<PresignedPut, StoreError>;
+}
+
 /// Checks that a key is relative, `/`-separated, with segments of `[A-Za-z0-9._-]` that are
 /// not `.` or `..`.
 pub fn check_key(key: &str) -> Result<(), StoreError> {

@@ -1642,6 +1642,16 @@ fn encode_png(img: &RgbImage) -> Result<Vec<u8>, SystemError> {
     Ok(out.into_inner())
 }
 
+/// The upload key extension for a content type (`None`: not accepted).
+pub fn upload_extension(content_type: &str) -> Option<&'static str> {
+    extension_for(content_type)
+}
+
+/// Whether an upload extension is a video.
+pub fn is_video_extension(ext: &str) -> bool {
+    is_video(ext)
+}
+
 fn extension_for(content_type: &str) -> Option<&'static str> {
     let base = content_type
         .split(';')

@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::keys;
+use crate::store::UploadSigner;
 use crate::system::{System, SystemError};
 use auth::WriteAccess;
 use error::ApiError;
@@ -49,8 +50,11 @@ pub const MAX_PAGE: usize = 200;
 const FORM_OVERHEAD: usize = 64 * 1024;
 
 /// How the router behaves (beyond what the [`System`] does).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct HttpConfig {
+    /// Hands out presigned uploads (S3): enrollments then `PUT` their video straight to the
+    /// bucket, whose upload event starts ingest. `None`: uploads come to this server.
+    pub signer: Option<Arc<dyn UploadSigner>>,
     /// The key writes need; `None` refuses writes unless `allow_writes_without_key`.
     pub api_key: Option<String>,
     /// Accept writes without a key when none is configured (a trusted machine only).
@@ -61,9 +65,22 @@ pub struct HttpConfig {
     pub max_video_bytes: usize,
 }
 
+impl std::fmt::Debug for HttpConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpConfig")
+            .field("signer", &self.signer.is_some())
+            .field("api_key", &self.api_key.as_ref().map(|_| "<set>"))
+            .field("allow_writes_without_key", &self.allow_writes_without_key)
+            .field("max_photo_bytes", &self.max_photo_bytes)
+            .field("max_video_bytes", &self.max_video_bytes)
+            .finish()
+    }
+}
+
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
+            signer: None,
             api_key: None,
             allow_writes_without_key: false,
             max_photo_bytes: MAX_PHOTO_BYTES,
@@ -271,6 +288,10 @@ async fn match_photo(
 #[derive(Deserialize)]
 struct CreateEnrollment {
     name: String,
+    /// The upload's type (needed for a presigned upload).
+    content_type: Option<String>,
+    /// The upload's size in bytes (needed for a presigned upload).
+    size: Option<u64>,
 }
 
 /// What `POST /v1/enrollments` answers: where to send the video and where to follow it.
@@ -281,6 +302,9 @@ struct EnrollmentCreated {
     display_name: String,
     upload_url: String,
     upload_method: &'static str,
+    /// Headers the upload must carry (a presigned upload signs them).
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    upload_headers: std::collections::BTreeMap<String, String>,
     upload_content_types: &'static [&'static str],
     max_upload_bytes: usize,
     status_url: String,
@@ -293,12 +317,59 @@ async fn create_enrollment(
     headers: HeaderMap,
     ApiJson(body): ApiJson<CreateEnrollment>,
 ) -> Result<Response, ApiError> {
+    // With a signer the upload goes straight to the store: its type and size are signed.
+    let presign = match &st.config.signer {
+        Some(signer) => {
+            let content_type = body.content_type.clone().unwrap_or_default();
+            let ext = crate::system::upload_extension(&content_type).ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "unsupported_media_type",
+                    "say the upload's content_type: a video (video/mp4, video/quicktime, video/webm) or a photo (image/jpeg, image/png, image/webp)",
+                )
+            })?;
+            let limit = if crate::system::is_video_extension(ext) {
+                st.config.max_video_bytes
+            } else {
+                st.config.max_photo_bytes
+            } as u64;
+            let size = body
+                .size
+                .filter(|&n| n > 0)
+                .ok_or_else(|| ApiError::bad_request("say the upload's size in bytes"))?;
+            if size > limit {
+                return Err(ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "too_large",
+                    format!("the upload is {size} bytes; at most {limit} are accepted"),
+                ));
+            }
+            Some((signer.clone(), content_type, ext, size))
+        }
+        None => None,
+    };
     let system = st.system.clone();
     let e = blocking(move || system.create_enrollment(&body.name)).await?;
-    let path = format!("/v1/uploads/{}", e.upload_id);
     let status_url = format!("/v1/enrollments/{}", e.upload_id);
+    let (upload_url, upload_headers) = match presign {
+        Some((signer, content_type, ext, size)) => {
+            let key = keys::upload_key(&e.slug, &e.upload_id, ext)
+                .map_err(|err| ApiError::internal(format_args!("upload key: {err}")))?;
+            let p =
+                tokio::task::spawn_blocking(move || signer.presign_put(&key, &content_type, size))
+                    .await
+                    .map_err(|err| ApiError::internal(format_args!("presigning failed: {err}")))?
+                    .map_err(|err| ApiError::internal(format_args!("presigning failed: {err}")))?;
+            (p.url, p.headers.into_iter().collect())
+        }
+        None => (
+            absolute(&headers, &format!("/v1/uploads/{}", e.upload_id)),
+            Default::default(),
+        ),
+    };
     let created = EnrollmentCreated {
-        upload_url: absolute(&headers, &path),
+        upload_url,
+        upload_headers,
         upload_method: "PUT",
         upload_content_types: &body::UPLOAD_TYPES,
         max_upload_bytes: st.config.max_video_bytes,
