@@ -6,6 +6,7 @@
 //! pieces (venv, script, dlib model files, the imported backbone, the test photos), runs the
 //! script and reads what it wrote. A missing piece is a panic that names `scripts/setup`, never a
 //! skipped test. Nothing here prints pixels or embeddings; only paths, counts and differences.
+//! [`moto`] runs a real S3/SQS protocol server for the AWS adapters' tests.
 
 use std::ffi::OsStr;
 use std::fmt::Write as _;
@@ -14,6 +15,8 @@ use std::process::{Child, Command, Stdio};
 
 use image::RgbImage;
 use serde::Deserialize;
+
+pub mod moto;
 
 /// What a failure caused by a missing piece tells the reader to do.
 pub const SETUP_HINT: &str = "run scripts/setup from the repository root";

@@ -1,0 +1,316 @@
+//! Where the bucket and queues are, and the SDK clients built from that.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, Region};
+use twin_core::store::StoreError;
+
+use crate::bridge::Bridge;
+use crate::{S3Store, SqsQueue};
+
+/// Environment variable naming the bucket.
+pub const ENV_BUCKET: &str = "TWIN_BUCKET";
+/// Environment variable naming the ingest → dataset queue.
+pub const ENV_INGEST_QUEUE: &str = "TWIN_INGEST_QUEUE_URL";
+/// Environment variable naming the dataset → train queue.
+pub const ENV_TRAIN_QUEUE: &str = "TWIN_TRAIN_QUEUE_URL";
+/// Environment variable overriding the AWS endpoint (moto, LocalStack).
+pub const ENV_ENDPOINT: &str = "AWS_ENDPOINT_URL";
+
+/// Attempts per request (the first one included) for transient failures.
+const DEFAULT_MAX_ATTEMPTS: u32 = 4;
+
+/// A failure of the AWS adapters outside the core's own error types.
+#[derive(Debug, thiserror::Error)]
+pub enum AwsError {
+    /// Required configuration is missing.
+    #[error("missing environment variable(s): {}", .0.join(", "))]
+    MissingEnv(Vec<String>),
+    /// The configuration cannot be used.
+    #[error("AWS configuration: {0}")]
+    Config(String),
+    /// A store operation failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// An object is larger than the caller allows.
+    #[error("the object at {key:?} has {size} bytes, more than the {max} allowed")]
+    TooLarge {
+        /// The key read.
+        key: String,
+        /// Its size.
+        size: u64,
+        /// The limit.
+        max: u64,
+    },
+}
+
+/// Static credentials (tests against moto; Lambdas use their role instead).
+#[derive(Clone)]
+pub struct StaticCredentials {
+    /// Access key id.
+    pub access_key_id: String,
+    /// Secret access key.
+    pub secret_access_key: String,
+}
+
+impl std::fmt::Debug for StaticCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StaticCredentials")
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Where the system's bucket and queues are.
+#[derive(Debug, Clone)]
+pub struct AwsConfig {
+    /// The bucket of the storage layout.
+    pub bucket: String,
+    /// ingest → dataset queue URL.
+    pub ingest_queue_url: String,
+    /// dataset → train queue URL.
+    pub train_queue_url: String,
+    /// Endpoint override (then S3 uses path-style addressing).
+    pub endpoint_url: Option<String>,
+    /// Region; `None` takes it from the usual AWS environment and profile.
+    pub region: Option<String>,
+    /// Credentials; `None` uses the default chain (environment, profile, Lambda role).
+    pub credentials: Option<StaticCredentials>,
+    /// Attempts per request for transient failures (standard retry mode with backoff).
+    pub max_attempts: u32,
+}
+
+impl AwsConfig {
+    /// Explicit values (tests); region, endpoint and credentials from the default chain unless set.
+    pub fn new(bucket: &str, ingest_queue_url: &str, train_queue_url: &str) -> Self {
+        AwsConfig {
+            bucket: bucket.to_string(),
+            ingest_queue_url: ingest_queue_url.to_string(),
+            train_queue_url: train_queue_url.to_string(),
+            endpoint_url: None,
+            region: None,
+            credentials: None,
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+        }
+    }
+
+    /// Sets the endpoint override.
+    pub fn with_endpoint(mut self, url: &str) -> Self {
+        self.endpoint_url = Some(url.to_string());
+        self
+    }
+
+    /// Sets the region.
+    pub fn with_region(mut self, region: &str) -> Self {
+        self.region = Some(region.to_string());
+        self
+    }
+
+    /// Sets static credentials.
+    pub fn with_static_credentials(mut self, access_key_id: &str, secret: &str) -> Self {
+        self.credentials = Some(StaticCredentials {
+            access_key_id: access_key_id.to_string(),
+            secret_access_key: secret.to_string(),
+        });
+        self
+    }
+
+    /// Reads `TWIN_BUCKET`, `TWIN_INGEST_QUEUE_URL`, `TWIN_TRAIN_QUEUE_URL` and the optional
+    /// `AWS_ENDPOINT_URL`; region and credentials come from the usual AWS environment.
+    pub fn from_env() -> Result<Self, AwsError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// [`AwsConfig::from_env`] over any variable lookup.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, AwsError> {
+        let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+        let mut missing = Vec::new();
+        let mut need = |name: &str| {
+            get(name).unwrap_or_else(|| {
+                missing.push(name.to_string());
+                String::new()
+            })
+        };
+        let bucket = need(ENV_BUCKET);
+        let ingest = need(ENV_INGEST_QUEUE);
+        let train = need(ENV_TRAIN_QUEUE);
+        if !missing.is_empty() {
+            return Err(AwsError::MissingEnv(missing));
+        }
+        let mut c = AwsConfig::new(bucket.trim(), ingest.trim(), train.trim());
+        c.endpoint_url = get(ENV_ENDPOINT).map(|v| v.trim().to_string());
+        Ok(c)
+    }
+}
+
+/// The SDK clients for one [`AwsConfig`], and the runtime their requests run on.
+#[derive(Clone)]
+pub struct Aws {
+    bridge: Arc<Bridge>,
+    s3: aws_sdk_s3::Client,
+    sqs: aws_sdk_sqs::Client,
+    config: AwsConfig,
+}
+
+impl Aws {
+    /// Builds the clients (no request is made). Fails when no region can be found.
+    pub fn connect(config: AwsConfig) -> Result<Self, AwsError> {
+        if config.bucket.is_empty() {
+            return Err(AwsError::Config("the bucket name is empty".into()));
+        }
+        let bridge = Arc::new(
+            Bridge::new().map_err(|e| AwsError::Config(format!("cannot start a runtime: {e}")))?,
+        );
+        let retry = RetryConfig::standard()
+            .with_max_attempts(config.max_attempts.max(1))
+            .with_initial_backoff(Duration::from_millis(100))
+            .with_max_backoff(Duration::from_secs(5));
+        let timeouts = TimeoutConfig::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .build();
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .retry_config(retry)
+            .timeout_config(timeouts);
+        if let Some(region) = &config.region {
+            loader = loader.region(Region::new(region.clone()));
+        }
+        if let Some(url) = &config.endpoint_url {
+            loader = loader.endpoint_url(url);
+        }
+        if let Some(c) = &config.credentials {
+            loader = loader.credentials_provider(aws_sdk_s3::config::Credentials::new(
+                &c.access_key_id,
+                &c.secret_access_key,
+                None,
+                None,
+                "twin-aws-static",
+            ));
+        }
+        let sdk = bridge.run(loader.load());
+        if sdk.region().is_none() {
+            return Err(AwsError::Config(
+                "no AWS region: set AWS_REGION (or AWS_DEFAULT_REGION, or a profile's region)"
+                    .into(),
+            ));
+        }
+        let s3_conf = aws_sdk_s3::config::Builder::from(&sdk)
+            .force_path_style(config.endpoint_url.is_some())
+            .build();
+        Ok(Aws {
+            bridge,
+            s3: aws_sdk_s3::Client::from_conf(s3_conf),
+            sqs: aws_sdk_sqs::Client::new(&sdk),
+            config,
+        })
+    }
+
+    /// The configuration the clients were built from.
+    pub fn config(&self) -> &AwsConfig {
+        &self.config
+    }
+
+    /// The S3 client.
+    pub fn s3(&self) -> &aws_sdk_s3::Client {
+        &self.s3
+    }
+
+    /// The SQS client.
+    pub fn sqs(&self) -> &aws_sdk_sqs::Client {
+        &self.sqs
+    }
+
+    /// Runs a future on the adapters' runtime and waits for it (setup code, tests).
+    pub fn block_on<F>(&self, fut: F) -> F::Output
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.bridge.run(fut)
+    }
+
+    /// The object store over the configured bucket.
+    pub fn store(&self) -> S3Store {
+        S3Store::new(self.bridge.clone(), self.s3.clone(), &self.config.bucket)
+    }
+
+    /// The ingest → dataset queue.
+    pub fn ingest_queue(&self) -> SqsQueue {
+        self.queue(&self.config.ingest_queue_url)
+    }
+
+    /// The dataset → train queue.
+    pub fn train_queue(&self) -> SqsQueue {
+        self.queue(&self.config.train_queue_url)
+    }
+
+    /// Any queue by URL.
+    pub fn queue(&self, url: &str) -> SqsQueue {
+        SqsQueue::new(self.bridge.clone(), self.sqs.clone(), url)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn lookup(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let m: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| m.get(k).cloned()
+    }
+
+    #[test]
+    fn missing_variables_are_all_named() {
+        let err = AwsConfig::from_lookup(lookup(&[(ENV_INGEST_QUEUE, "http://q/1")])).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("TWIN_BUCKET"), "{text}");
+        assert!(text.contains("TWIN_TRAIN_QUEUE_URL"), "{text}");
+        assert!(!text.contains("TWIN_INGEST_QUEUE_URL"), "{text}");
+        // Empty counts as missing.
+        let err = AwsConfig::from_lookup(lookup(&[
+            (ENV_BUCKET, " "),
+            (ENV_INGEST_QUEUE, "a"),
+            (ENV_TRAIN_QUEUE, "b"),
+        ]))
+        .unwrap_err();
+        assert!(matches!(err, AwsError::MissingEnv(v) if v == ["TWIN_BUCKET"]));
+    }
+
+    #[test]
+    fn reads_the_environment() {
+        let c = AwsConfig::from_lookup(lookup(&[
+            (ENV_BUCKET, "twin-data"),
+            (ENV_INGEST_QUEUE, "http://127.0.0.1:5000/123/ingest"),
+            (ENV_TRAIN_QUEUE, "http://127.0.0.1:5000/123/train"),
+            (ENV_ENDPOINT, "http://127.0.0.1:5000"),
+        ]))
+        .unwrap();
+        assert_eq!(c.bucket, "twin-data");
+        assert_eq!(c.train_queue_url, "http://127.0.0.1:5000/123/train");
+        assert_eq!(c.endpoint_url.as_deref(), Some("http://127.0.0.1:5000"));
+        let without = AwsConfig::from_lookup(lookup(&[
+            (ENV_BUCKET, "b"),
+            (ENV_INGEST_QUEUE, "i"),
+            (ENV_TRAIN_QUEUE, "t"),
+        ]))
+        .unwrap();
+        assert_eq!(without.endpoint_url, None);
+    }
+
+    #[test]
+    fn secrets_stay_out_of_debug_output() {
+        let c = AwsConfig::new("b", "i", "t").with_static_credentials("AKIDEXAMPLE", "s3cr3t");
+        let text = format!("{c:?}");
+        assert!(
+            text.contains("AKIDEXAMPLE") && !text.contains("s3cr3t"),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,337 @@
+//! The object store port over one S3 bucket.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::presigning::PresigningConfig;
+use aws_sdk_s3::primitives::ByteStream;
+use twin_core::store::{check_key, Condition, ObjectStore, StoreError, Tagged};
+
+use crate::bridge::Bridge;
+use crate::AwsError;
+
+/// Longest S3 key (bytes).
+const MAX_S3_KEY: usize = 1024;
+/// Attempts at reading an object that keeps changing between its HEAD and its GET.
+const UNCHECKED_READ_ATTEMPTS: usize = 3;
+
+/// Objects in one S3 bucket. Tags are S3 ETags (as S3 returns them, quotes included).
+#[derive(Clone)]
+pub struct S3Store {
+    bridge: Arc<Bridge>,
+    client: aws_sdk_s3::Client,
+    bucket: String,
+}
+
+/// A presigned PUT: the URL and the headers the client must send with exactly these values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresignedPut {
+    /// The URL (signature in its query).
+    pub url: String,
+    /// Always `PUT`.
+    pub method: String,
+    /// Headers to send, names lower-case (at least `content-type` and `content-length`, both
+    /// covered by the signature).
+    pub headers: Vec<(String, String)>,
+    /// How long the URL is valid from when it was made.
+    pub expires_in: Duration,
+}
+
+enum Failure {
+    NotFound,
+    Precondition,
+    Other(String),
+}
+
+fn classify<E>(e: &SdkError<E, HttpResponse>) -> Failure
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let status = e.raw_response().map(|r| r.status().as_u16());
+    let code = e.code();
+    match (status, code) {
+        (Some(412), _) | (_, Some("PreconditionFailed")) => Failure::Precondition,
+        // Two conditional writes to the same key at once: S3 refuses one of them with 409.
+        (Some(409), Some("ConditionalRequestConflict")) => Failure::Precondition,
+        (Some(404), _) | (_, Some("NoSuchKey" | "NotFound")) => Failure::NotFound,
+        _ => Failure::Other(DisplayErrorContext(e).to_string()),
+    }
+}
+
+fn store_error<E>(key: &str, e: SdkError<E, HttpResponse>) -> StoreError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    match classify(&e) {
+        Failure::Precondition => StoreError::PreconditionFailed(key.to_string()),
+        Failure::NotFound => StoreError::NotFound(key.to_string()),
+        Failure::Other(message) => StoreError::Backend {
+            key: key.to_string(),
+            message,
+        },
+    }
+}
+
+fn backend(key: &str, message: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend {
+        key: key.to_string(),
+        message: message.to_string(),
+    }
+}
+
+/// Checks a key a user chose (a drop-folder object): any S3 key, but not empty, not longer than
+/// S3 allows, no control characters.
+fn check_raw_key(key: &str) -> Result<(), StoreError> {
+    if key.is_empty() || key.len() > MAX_S3_KEY || key.chars().any(char::is_control) {
+        Err(StoreError::InvalidKey(key.chars().take(80).collect()))
+    } else {
+        Ok(())
+    }
+}
+
+impl S3Store {
+    pub(crate) fn new(bridge: Arc<Bridge>, client: aws_sdk_s3::Client, bucket: &str) -> Self {
+        S3Store {
+            bridge,
+            client,
+            bucket: bucket.to_string(),
+        }
+    }
+
+    /// The bucket.
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    /// Reads an object whose key was chosen outside the product (the S3 drop folder: spaces,
+    /// any characters), refusing objects over `max_bytes` before downloading them (by their
+    /// size) and while downloading (should the object grow in between). `None` when absent.
+    pub fn get_unchecked(&self, key: &str, max_bytes: u64) -> Result<Option<Tagged>, AwsError> {
+        check_raw_key(key)?;
+        let client = self.client.clone();
+        let bucket = self.bucket.clone();
+        let key = key.to_string();
+        self.bridge.run(async move {
+            for _ in 0..UNCHECKED_READ_ATTEMPTS {
+                let head = match client.head_object().bucket(&bucket).key(&key).send().await {
+                    Ok(h) => h,
+                    Err(e) => {
+                        return match store_error(&key, e) {
+                            StoreError::NotFound(_) => Ok(None),
+                            other => Err(other.into()),
+                        }
+                    }
+                };
+                let size = head.content_length().unwrap_or(0).max(0) as u64;
+                if size > max_bytes {
+                    return Err(AwsError::TooLarge {
+                        key,
+                        size,
+                        max: max_bytes,
+                    });
+                }
+                let mut req = client.get_object().bucket(&bucket).key(&key);
+                if let Some(etag) = head.e_tag() {
+                    req = req.if_match(etag);
+                }
+                let resp = match req.send().await {
+                    Ok(r) => r,
+                    Err(e) => match store_error(&key, e) {
+                        // Replaced or deleted since the HEAD: look again.
+                        StoreError::PreconditionFailed(_) | StoreError::NotFound(_) => continue,
+                        other => return Err(other.into()),
+                    },
+                };
+                let tag = resp.e_tag().unwrap_or_default().to_string();
+                let mut body = resp.body;
+                let mut data = Vec::with_capacity(size as usize);
+                while let Some(chunk) = body.try_next().await.map_err(|e| backend(&key, e))? {
+                    data.extend_from_slice(&chunk);
+                    if data.len() as u64 > max_bytes {
+                        return Err(AwsError::TooLarge {
+                            key,
+                            size: data.len() as u64,
+                            max: max_bytes,
+                        });
+                    }
+                }
+                return Ok(Some(Tagged { data, tag }));
+            }
+            Err(StoreError::PreconditionFailed(key).into())
+        })
+    }
+
+    /// A presigned PUT of `key` that S3 accepts only with this content type and length.
+    pub fn presign_put(
+        &self,
+        key: &str,
+        content_type: &str,
+        content_length: u64,
+        expires: Duration,
+    ) -> Result<PresignedPut, AwsError> {
+        check_key(key)?;
+        if content_type.is_empty()
+            || content_type.len() > 255
+            || !content_type.bytes().all(|b| (0x20..0x7f).contains(&b))
+        {
+            return Err(AwsError::Config(format!(
+                "content type {:?} is not a printable header value",
+                content_type.chars().take(80).collect::<String>()
+            )));
+        }
+        let length = i64::try_from(content_length)
+            .map_err(|_| AwsError::Config(format!("content length {content_length} too large")))?;
+        let presigning = PresigningConfig::expires_in(expires)
+            .map_err(|e| AwsError::Config(format!("presigned URL expiry: {e}")))?;
+        let req = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type(content_type)
+            .content_length(length);
+        let key_owned = key.to_string();
+        let presigned = self
+            .bridge
+            .run(async move { req.presigned(presigning).await })
+            .map_err(|e| store_error(&key_owned, e))?;
+        let mut headers: Vec<(String, String)> = presigned
+            .headers()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v.to_string()))
+            .collect();
+        headers.sort();
+        for needed in ["content-type", "content-length"] {
+            if !headers.iter().any(|(k, _)| k == needed) {
+                return Err(AwsError::Config(format!(
+                    "the presigned PUT does not carry a {needed} header"
+                )));
+            }
+        }
+        Ok(PresignedPut {
+            url: presigned.uri().to_string(),
+            method: presigned.method().to_string(),
+            headers,
+            expires_in: expires,
+        })
+    }
+}
+
+impl ObjectStore for S3Store {
+    fn get(&self, key: &str) -> Result<Option<Tagged>, StoreError> {
+        check_key(key)?;
+        let req = self.client.get_object().bucket(&self.bucket).key(key);
+        let key = key.to_string();
+        self.bridge.run(async move {
+            let resp = match req.send().await {
+                Ok(r) => r,
+                Err(e) => {
+                    return match store_error(&key, e) {
+                        StoreError::NotFound(_) => Ok(None),
+                        other => Err(other),
+                    }
+                }
+            };
+            let tag = resp
+                .e_tag()
+                .ok_or_else(|| backend(&key, "S3 returned no ETag"))?
+                .to_string();
+            let data = resp
+                .body
+                .collect()
+                .await
+                .map_err(|e| backend(&key, e))?
+                .into_bytes()
+                .to_vec();
+            Ok(Some(Tagged { data, tag }))
+        })
+    }
+
+    fn put(&self, key: &str, data: &[u8], cond: Condition) -> Result<String, StoreError> {
+        check_key(key)?;
+        let mut req = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .body(ByteStream::from(data.to_vec()));
+        req = match cond {
+            Condition::None => req,
+            Condition::IfAbsent => req.if_none_match("*"),
+            Condition::IfMatch(tag) => req.if_match(tag),
+        };
+        let key = key.to_string();
+        self.bridge.run(async move {
+            let out = req.send().await.map_err(|e| store_error(&key, e))?;
+            out.e_tag()
+                .map(str::to_string)
+                .ok_or_else(|| backend(&key, "S3 returned no ETag"))
+        })
+    }
+
+    fn delete(&self, key: &str) -> Result<(), StoreError> {
+        check_key(key)?;
+        let req = self.client.delete_object().bucket(&self.bucket).key(key);
+        let key = key.to_string();
+        self.bridge.run(async move {
+            match req.send().await {
+                Ok(_) => Ok(()),
+                Err(e) => match store_error(&key, e) {
+                    StoreError::NotFound(_) => Ok(()),
+                    other => Err(other),
+                },
+            }
+        })
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        check_key(prefix.trim_end_matches('/'))?;
+        let prefix = if prefix.ends_with('/') {
+            prefix.to_string()
+        } else {
+            format!("{prefix}/")
+        };
+        let client = self.client.clone();
+        let bucket = self.bucket.clone();
+        self.bridge.run(async move {
+            let mut keys = Vec::new();
+            let mut token: Option<String> = None;
+            loop {
+                let page = client
+                    .list_objects_v2()
+                    .bucket(&bucket)
+                    .prefix(&prefix)
+                    .set_continuation_token(token.take())
+                    .send()
+                    .await
+                    .map_err(|e| store_error(&prefix, e))?;
+                keys.extend(
+                    page.contents()
+                        .iter()
+                        .filter_map(|o| o.key().map(str::to_string)),
+                );
+                match page.next_continuation_token() {
+                    Some(t) if page.is_truncated().unwrap_or(false) => token = Some(t.to_string()),
+                    _ => break,
+                }
+            }
+            keys.sort();
+            Ok(keys)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raw_keys_allow_what_users_type_but_not_control_characters() {
+        check_raw_key("uploads/Ada Lovelace/my video (1).mp4").unwrap();
+        check_raw_key("uploads/josé/clip.mov").unwrap();
+        assert!(check_raw_key("").is_err());
+        assert!(check_raw_key("a\nb").is_err());
+        assert!(check_raw_key(&"k".repeat(1025)).is_err());
+    }
+}
