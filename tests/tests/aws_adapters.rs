@@ -68,6 +68,21 @@ fn s3_store_round_trip_with_etags_and_paged_listing() {
         ));
     }
 
+    // A bucket that does not exist is an error, not an empty store.
+    let lost = twin_aws::Aws::connect(moto.config("twin-no-such-bucket", "", ""))
+        .unwrap()
+        .store();
+    for result in [
+        lost.get("dataset/CURRENT").map(|_| ()),
+        lost.list("dataset/").map(|_| ()),
+        lost.delete("dataset/CURRENT"),
+    ] {
+        assert!(
+            matches!(result, Err(StoreError::Backend { .. })),
+            "{result:?}"
+        );
+    }
+
     // More keys than one ListObjectsV2 page (1000) holds: every page is read, sorted.
     const MANY: usize = 1030;
     let s3 = sys.aws.s3().clone();

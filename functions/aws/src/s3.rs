@@ -55,7 +55,10 @@ where
         (Some(412), _) | (_, Some("PreconditionFailed")) => Failure::Precondition,
         // Two conditional writes to the same key at once: S3 refuses one of them with 409.
         (Some(409), Some("ConditionalRequestConflict")) => Failure::Precondition,
-        (Some(404), _) | (_, Some("NoSuchKey" | "NotFound")) => Failure::NotFound,
+        // A missing bucket is a configuration error, never "no such object".
+        (_, Some("NoSuchBucket")) => Failure::Other(DisplayErrorContext(e).to_string()),
+        // GET says NoSuchKey; HEAD has no body, so only its status says it.
+        (_, Some("NoSuchKey")) | (Some(404), Some("NotFound") | None) => Failure::NotFound,
         _ => Failure::Other(DisplayErrorContext(e).to_string()),
     }
 }
