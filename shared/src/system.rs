@@ -942,7 +942,19 @@ impl System {
     /// the folder names the person, e.g. `uploads/ada_lovelace/clip.mp4`). The same object
     /// always gets the same upload id, so a repeated event changes nothing. An object that
     /// cannot be used ends `failed` with the reason (and is not an error: retrying cannot help).
-    pub fn ingest_uploaded(&self, key: &str, tag: &str) -> Result<EnrollmentStatus, SystemError> {
+    /// `size` (from the event), when over the limits, fails the upload without reading it.
+    pub fn ingest_uploaded(
+        &self,
+        key: &str,
+        tag: &str,
+        size: Option<u64>,
+    ) -> Result<EnrollmentStatus, SystemError> {
+        let too_large = size.filter(|&n| n > MAX_VIDEO_BYTES as u64);
+        if let (Some(n), Err(_)) = (too_large, crate::store::check_key(key)) {
+            return Err(SystemError::TooLarge(format!(
+                "an upload of {n} bytes with an unusable name was left alone"
+            )));
+        }
         crate::store::check_key(key).map_err(|e| SystemError::BadInput(e.to_string()))?;
         let rest = key
             .strip_prefix("uploads/")
@@ -967,7 +979,11 @@ impl System {
                             "uploaded" => {}
                             _ => return Ok(st),
                         }
-                        self.ingest(id)?;
+                        if let Some(n) = too_large {
+                            self.fail(st, too_large_message(n))?;
+                        } else {
+                            self.ingest(id)?;
+                        }
                         return self.enrollment_status(id);
                     }
                 }
@@ -1451,6 +1467,10 @@ impl System {
         }
         false
     }
+}
+
+fn too_large_message(n: u64) -> String {
+    format!("the upload is {n} bytes; at most {MAX_VIDEO_BYTES} are accepted")
 }
 
 fn model_name(version: Option<u64>) -> String {

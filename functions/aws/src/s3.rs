@@ -108,6 +108,23 @@ impl S3Store {
         &self.bucket
     }
 
+    /// Deletes an object whose key was chosen outside the product (a drop-folder upload once
+    /// copied to a checked key). No error when absent.
+    pub fn delete_unchecked(&self, key: &str) -> Result<(), AwsError> {
+        check_raw_key(key)?;
+        let req = self.client.delete_object().bucket(&self.bucket).key(key);
+        let key = key.to_string();
+        self.bridge.run(async move {
+            match req.send().await {
+                Ok(_) => Ok(()),
+                Err(e) => match store_error(&key, e) {
+                    StoreError::NotFound(_) => Ok(()),
+                    other => Err(other.into()),
+                },
+            }
+        })
+    }
+
     /// Reads an object whose key was chosen outside the product (the S3 drop folder: spaces,
     /// any characters), refusing objects over `max_bytes` before downloading them (by their
     /// size) and while downloading (should the object grow in between). `None` when absent.

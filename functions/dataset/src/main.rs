@@ -1,48 +1,37 @@
-//! Twin Matcher's `dataset` Lambda function.
-//!
-//! SQS batches of ingest messages → embeddings of the new crops and a new dataset version, with per-message failures.
-//! This release ships the function's cold start (tracing, the embedding engine); its
-//! event handling is not part of this release, so every event is refused with a
-//! non-retryable error rather than dropped: AWS keeps it (retries, then the dead-letter queue).
+//! The `dataset` Lambda function's entry point: configuration, clients and the backbone once,
+//! then SQS batches.
 
-use lambda_runtime::{service_fn, Diagnostic, LambdaEvent};
-use serde_json::Value;
+use std::path::PathBuf;
 
-/// The error every event gets from this release.
-#[derive(Debug)]
-struct Unsupported;
-
-impl From<Unsupported> for Diagnostic {
-    fn from(_: Unsupported) -> Self {
-        Diagnostic {
-            error_type: "Unsupported".into(),
-            error_message: concat!(
-                "twin dataset ",
-                env!("CARGO_PKG_VERSION"),
-                " does not process events; deploy a release whose dataset function does"
-            )
-            .into(),
-        }
-    }
-}
-
-async fn handle(event: LambdaEvent<Value>) -> Result<Value, Unsupported> {
-    tracing::warn!(request_id = %event.context.request_id, "event refused: this release does not process dataset events");
-    Err(Unsupported)
-}
+use aws_lambda_events::event::sqs::SqsEvent;
+use lambda_runtime::{service_fn, LambdaEvent};
+use tracing::Instrument;
+use twin_aws::{Aws, AwsConfig};
+use twin_fn_dataset::{DatasetFn, DEFAULT_TRAIN_MIN_NEW};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     lambda_runtime::tracing::init_default_subscriber();
-    // The embedding engine is built once per container, before the first event.
-    let model = twin_core::paths::default_backbone();
-    let threads = std::env::var("TWIN_THREADS")
+    let aws = Aws::connect(AwsConfig::from_env()?)?;
+    let models = std::env::var_os("TWIN_MODELS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(twin_core::paths::models_dir);
+    let backbone = models.join(twin_core::paths::BACKBONE_FILE);
+    let threads = env_usize("TWIN_THREADS", 1);
+    let min_new = env_usize("TWIN_TRAIN_MIN_NEW", DEFAULT_TRAIN_MIN_NEW);
+    let f = tokio::task::spawn_blocking(move || DatasetFn::new(&aws, &backbone, threads, min_new))
+        .await??;
+    let f = &f;
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
+        let span = tracing::info_span!("dataset", request_id = %event.context.request_id);
+        f.handle(event.payload).instrument(span).await
+    }))
+    .await
+}
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(1);
-    let embedder =
-        twin_core::embed::Embedder::open(&model, &twin_core::embed::EmbedderOptions { threads })?;
-    tracing::info!(model = %model.display(), dim = embedder.dim(), "embedding engine ready");
-
-    lambda_runtime::run(service_fn(handle)).await
+        .unwrap_or(default)
 }

@@ -1,38 +1,33 @@
-//! Twin Matcher's `ingest` Lambda function.
-//!
-//! S3 `ObjectCreated` events on `uploads/` → decoded frames, aligned face crops, a status record and one SQS message per upload.
-//! This release ships the function's cold start (tracing); its
-//! event handling is not part of this release, so every event is refused with a
-//! non-retryable error rather than dropped: AWS keeps it (retries, then the dead-letter queue).
+//! The `ingest` Lambda function's entry point: configuration and clients once, then events.
 
-use lambda_runtime::{service_fn, Diagnostic, LambdaEvent};
+use std::path::PathBuf;
+
+use lambda_runtime::{service_fn, LambdaEvent};
 use serde_json::Value;
-
-/// The error every event gets from this release.
-#[derive(Debug)]
-struct Unsupported;
-
-impl From<Unsupported> for Diagnostic {
-    fn from(_: Unsupported) -> Self {
-        Diagnostic {
-            error_type: "Unsupported".into(),
-            error_message: concat!(
-                "twin ingest ",
-                env!("CARGO_PKG_VERSION"),
-                " does not process events; deploy a release whose ingest function does"
-            )
-            .into(),
-        }
-    }
-}
-
-async fn handle(event: LambdaEvent<Value>) -> Result<Value, Unsupported> {
-    tracing::warn!(request_id = %event.context.request_id, "event refused: this release does not process ingest events");
-    Err(Unsupported)
-}
+use tracing::Instrument;
+use twin_aws::{Aws, AwsConfig};
+use twin_fn_ingest::Ingest;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     lambda_runtime::tracing::init_default_subscriber();
-    lambda_runtime::run(service_fn(handle)).await
+    let aws = Aws::connect(AwsConfig::from_env()?)?;
+    let models = std::env::var_os("TWIN_MODELS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(twin_core::paths::models_dir);
+    let threads = env_usize("TWIN_THREADS", 1);
+    let ingest = tokio::task::spawn_blocking(move || Ingest::new(&aws, models, threads)).await??;
+    let ingest = &ingest;
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
+        let span = tracing::info_span!("ingest", request_id = %event.context.request_id);
+        ingest.handle(event.payload).instrument(span).await
+    }))
+    .await
+}
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
