@@ -1,0 +1,569 @@
+//! The whole AWS side against a real S3/SQS protocol server on loopback (moto): the four
+//! functions' real handlers, driven with the events AWS would send them.
+//!
+//! Photos dropped in `uploads/<Person>/` and `short_hamilton_clip.mp4` at
+//! `uploads/lin_manuel_miranda/clip.mp4` go through `ingest` (one S3 notification per put, as
+//! S3 sends it), the messages it really sent are received from the queue and handed to
+//! `dataset` as an SQS event, the train request it sent goes to `train`, and an API Gateway
+//! HTTP API (payload 2.0) `POST /v1/match` event with `lin-manuel-miranda.png` goes through the
+//! `api` router. Then: the same S3 event and the same SQS batch delivered again leave the
+//! bucket byte for byte as it was (keys and ETags), a batch of five messages with one malformed
+//! fails exactly that one and commits the other four, and an enrollment made through the API
+//! gets a presigned upload that, once used, is ingested like any other.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_sqs::types::Message;
+use serde_json::{json, Value};
+use tower::ServiceExt;
+use twin_aws::Aws;
+use twin_fn_api::ApiSettings;
+use twin_fn_dataset::DatasetFn;
+use twin_fn_ingest::Ingest;
+use twin_fn_train::TrainFn;
+use twin_tests::moto::Moto;
+use twin_tests::{data_dir, require_backbone};
+
+/// Photos per gallery identity dropped in the bucket.
+const PHOTOS: usize = 8;
+const GALLERY: [&str; 2] = ["Madonna", "Jerry_Seinfeld"];
+
+fn models_dir() -> PathBuf {
+    require_backbone().parent().unwrap().to_path_buf()
+}
+
+struct Env {
+    _moto: Moto,
+    aws: Aws,
+    bucket: String,
+    ingest: Ingest,
+    dataset: DatasetFn,
+    train: TrainFn,
+}
+
+impl Env {
+    fn start() -> Env {
+        let moto = Moto::start();
+        let sys = moto.system(30);
+        let aws = sys.aws;
+        let bucket = aws.config().bucket.clone();
+        let ingest = Ingest::new(&aws, models_dir(), 1).expect("the ingest function starts");
+        let dataset = DatasetFn::new(
+            &aws,
+            &models_dir().join(twin_core::paths::BACKBONE_FILE),
+            1,
+            1,
+        )
+        .expect("the dataset function starts");
+        let train = TrainFn::new(
+            &aws,
+            Some(models_dir().join(twin_core::paths::BACKBONE_FILE)),
+            1,
+        );
+        Env {
+            _moto: moto,
+            aws,
+            bucket,
+            ingest,
+            dataset,
+            train,
+        }
+    }
+
+    /// Puts an object and returns the S3 notification AWS would send for it.
+    fn put(&self, key: &str, body: Vec<u8>) -> Value {
+        let s3 = self.aws.s3().clone();
+        let (b, k) = (self.bucket.clone(), key.to_string());
+        let size = body.len();
+        let etag = self.aws.block_on(async move {
+            s3.put_object()
+                .bucket(&b)
+                .key(&k)
+                .body(ByteStream::from(body))
+                .send()
+                .await
+                .expect("put")
+                .e_tag()
+                .unwrap_or_default()
+                .trim_matches('"')
+                .to_string()
+        });
+        s3_event(&self.bucket, key, size, &etag)
+    }
+
+    /// Every object's key and ETag.
+    fn listing(&self) -> BTreeMap<String, String> {
+        let s3 = self.aws.s3().clone();
+        let b = self.bucket.clone();
+        self.aws.block_on(async move {
+            let mut out = BTreeMap::new();
+            let mut token = None;
+            loop {
+                let page = s3
+                    .list_objects_v2()
+                    .bucket(&b)
+                    .set_continuation_token(token)
+                    .send()
+                    .await
+                    .expect("list");
+                for o in page.contents() {
+                    out.insert(
+                        o.key().unwrap_or_default().to_string(),
+                        o.e_tag().unwrap_or_default().to_string(),
+                    );
+                }
+                token = page.next_continuation_token().map(str::to_string);
+                if token.is_none() {
+                    return out;
+                }
+            }
+        })
+    }
+
+    /// Receives every message waiting on a queue (up to 10 per call, as Lambda's poller does).
+    fn receive_all(&self, url: &str) -> Vec<Message> {
+        let mut all = Vec::new();
+        loop {
+            let sqs = self.aws.sqs().clone();
+            let u = url.to_string();
+            let batch = self.aws.block_on(async move {
+                sqs.receive_message()
+                    .queue_url(&u)
+                    .max_number_of_messages(10)
+                    .wait_time_seconds(1)
+                    .send()
+                    .await
+                    .expect("receive")
+                    .messages()
+                    .to_vec()
+            });
+            if batch.is_empty() {
+                return all;
+            }
+            all.extend(batch);
+        }
+    }
+
+    /// Deletes delivered messages (what Lambda does with the ones a handler did not fail).
+    fn delete(&self, url: &str, messages: &[Message]) {
+        for m in messages {
+            let sqs = self.aws.sqs().clone();
+            let (u, h) = (url.to_string(), m.receipt_handle().unwrap().to_string());
+            self.aws.block_on(async move {
+                sqs.delete_message()
+                    .queue_url(&u)
+                    .receipt_handle(&h)
+                    .send()
+                    .await
+                    .expect("delete")
+            });
+        }
+    }
+
+    fn ingest_url(&self) -> String {
+        self.aws.config().ingest_queue_url.clone()
+    }
+
+    fn train_url(&self) -> String {
+        self.aws.config().train_queue_url.clone()
+    }
+
+    async fn run_dataset(&self, messages: &[Message]) -> Vec<String> {
+        let event: aws_lambda_events::event::sqs::SqsEvent =
+            serde_json::from_value(sqs_event(messages)).unwrap();
+        let response = self
+            .dataset
+            .handle(event)
+            .await
+            .expect("the batch is handled");
+        response
+            .batch_item_failures
+            .into_iter()
+            .map(|f| f.item_identifier)
+            .collect()
+    }
+}
+
+/// An S3 `ObjectCreated:Put` notification as S3 sends it (key URL-encoded, `+` for spaces).
+fn s3_event(bucket: &str, key: &str, size: usize, etag: &str) -> Value {
+    let encoded: String = key
+        .bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'/' => {
+                (b as char).to_string()
+            }
+            b' ' => "+".to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    json!({"Records": [{
+        "eventVersion": "2.1",
+        "eventSource": "aws:s3",
+        "awsRegion": "us-east-1",
+        "eventTime": "2026-11-29T12:00:00.000Z",
+        "eventName": "ObjectCreated:Put",
+        "userIdentity": {"principalId": "AWS:TEST"},
+        "requestParameters": {"sourceIPAddress": "127.0.0.1"},
+        "responseElements": {"x-amz-request-id": "TEST", "x-amz-id-2": "TEST"},
+        "s3": {
+            "s3SchemaVersion": "1.0",
+            "configurationId": "uploads",
+            "bucket": {"name": bucket, "ownerIdentity": {"principalId": "TEST"}, "arn": format!("arn:aws:s3:::{bucket}")},
+            "object": {"key": encoded, "size": size, "eTag": etag, "sequencer": "0055AED6DCD90281E5"}
+        }
+    }]})
+}
+
+/// The SQS event Lambda's poller would build from received messages.
+fn sqs_event(messages: &[Message]) -> Value {
+    let records: Vec<Value> = messages
+        .iter()
+        .map(|m| {
+            json!({
+                "messageId": m.message_id(),
+                "receiptHandle": m.receipt_handle(),
+                "body": m.body(),
+                "attributes": {"ApproximateReceiveCount": "1", "SentTimestamp": "1764417600000"},
+                "messageAttributes": {},
+                "md5OfBody": m.md5_of_body(),
+                "eventSource": "aws:sqs",
+                "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:twin-ingest",
+                "awsRegion": "us-east-1"
+            })
+        })
+        .collect();
+    json!({ "Records": records })
+}
+
+/// An API Gateway HTTP API (payload 2.0) request event.
+fn api_event(method: &str, path: &str, content_type: &str, body: &[u8]) -> String {
+    json!({
+        "version": "2.0",
+        "routeKey": format!("{method} {path}"),
+        "rawPath": path,
+        "rawQueryString": "",
+        "headers": {"content-type": content_type, "host": "abc123.execute-api.us-east-1.amazonaws.com", "x-api-key": "test-key"},
+        "requestContext": {
+            "accountId": "123456789012",
+            "apiId": "abc123",
+            "domainName": "abc123.execute-api.us-east-1.amazonaws.com",
+            "domainPrefix": "abc123",
+            "http": {"method": method, "path": path, "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1", "userAgent": "test"},
+            "requestId": "req-1",
+            "routeKey": format!("{method} {path}"),
+            "stage": "$default",
+            "time": "29/Nov/2026:12:00:00 +0000",
+            "timeEpoch": 1764417600000u64
+        },
+        "body": base64_encode(body),
+        "isBase64Encoded": true
+    })
+    .to_string()
+}
+
+fn base64_encode(data: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for c in data.chunks(3) {
+        let n = (c[0] as u32) << 16
+            | (*c.get(1).unwrap_or(&0) as u32) << 8
+            | *c.get(2).unwrap_or(&0) as u32;
+        for i in 0..4 {
+            if i <= c.len() {
+                out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+async fn api_call(router: &axum::Router, event: &str) -> (u16, Value) {
+    let req = lambda_http::request::from_str(event).expect("an API Gateway v2 event");
+    let res = router.clone().oneshot(req).await.unwrap();
+    let status = res.status().as_u16();
+    let bytes = axum::body::to_bytes(res.into_body(), 1 << 24)
+        .await
+        .unwrap();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+fn photos(person: &str, n: usize) -> Vec<(String, Vec<u8>)> {
+    let dir = data_dir().join("faces").join(person);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    files
+        .into_iter()
+        .take(n)
+        .map(|p| {
+            (
+                p.file_name().unwrap().to_string_lossy().into_owned(),
+                std::fs::read(&p).unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_to_match_through_the_real_handlers_and_redelivery_changes_nothing() {
+    let env = Env::start();
+
+    // The drop folder: photos of two people, then the clip.
+    for person in GALLERY {
+        for (file, bytes) in photos(person, PHOTOS) {
+            let event = env.put(&format!("uploads/{person}/{file}"), bytes);
+            let out = env.ingest.handle(event).await.expect("ingest");
+            assert_eq!(
+                out["uploads"][0]["state"], "cropped",
+                "{person}/{file}: {out}"
+            );
+        }
+    }
+    let clip = std::fs::read(data_dir().join("media/short_hamilton_clip.mp4")).unwrap();
+    let clip_event = env.put("uploads/lin_manuel_miranda/clip.mp4", clip);
+    let out = env
+        .ingest
+        .handle(clip_event.clone())
+        .await
+        .expect("ingest the clip");
+    assert_eq!(out["uploads"][0]["state"], "cropped", "{out}");
+    let kept = out["uploads"][0]["kept"].as_u64().unwrap();
+    assert!(kept >= 20, "{kept} frames kept");
+
+    // The messages ingest really sent, as Lambda's poller would batch them.
+    let messages = env.receive_all(&env.ingest_url());
+    assert_eq!(messages.len(), GALLERY.len() * PHOTOS + 1);
+    let first_batch = messages[..10].to_vec();
+    for batch in messages.chunks(10) {
+        let failed = env.run_dataset(batch).await;
+        assert!(failed.is_empty(), "{failed:?}");
+        env.delete(&env.ingest_url(), batch);
+    }
+
+    // Train on the request the dataset function sent.
+    let requests = env.receive_all(&env.train_url());
+    assert!(
+        !requests.is_empty(),
+        "the dataset function asked for training"
+    );
+    let out = env.train.handle(sqs_event(&requests)).await.expect("train");
+    assert_eq!(out["batchItemFailures"], json!([]), "{out}");
+    let trained: Vec<&Value> = out["outcomes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|o| o["trained"] == true)
+        .collect();
+    assert_eq!(trained.len(), 1, "one model per dataset version: {out}");
+    assert_eq!(trained[0]["version"], 1, "{out}");
+    env.delete(&env.train_url(), &requests);
+    let store = env.aws.store();
+    let metrics = twin_core::models::read_metrics(&store, 1).unwrap().unwrap();
+    assert_eq!(metrics.identities, GALLERY.len() + 1);
+    println!(
+        "trained model 1: held-out top-1 {:.3} (baseline {:.3}), {}",
+        metrics.model.top1,
+        metrics.baseline.top1,
+        if metrics.promoted {
+            "promoted"
+        } else {
+            "not promoted"
+        }
+    );
+    // The same request again (a redelivery): nothing new is trained.
+    let again = env
+        .train
+        .train_if_new(Some(metrics.dataset_version))
+        .await
+        .unwrap();
+    assert_eq!(again["trained"], false, "{again}");
+
+    // The api: a match request event through the router over the bucket.
+    let settings = ApiSettings {
+        models_dir: models_dir(),
+        threads: 1,
+        poll: std::time::Duration::from_secs(3600),
+        api_key: Some("test-key".into()),
+    };
+    let aws = env.aws.clone();
+    let (_system, router) = tokio::task::spawn_blocking(move || twin_fn_api::app(&aws, &settings))
+        .await
+        .unwrap()
+        .expect("the api starts");
+    let png = std::fs::read(data_dir().join("media/lin-manuel-miranda.png")).unwrap();
+    let (status, body) =
+        api_call(&router, &api_event("POST", "/v1/match", "image/png", &png)).await;
+    assert_eq!(status, 200, "{body}");
+    let top = &body["faces"][0]["matches"][0];
+    assert_eq!(top["slug"], "lin_manuel_miranda", "{body}");
+    assert_eq!(top["display_name"], "Lin Manuel Miranda", "{body}");
+    assert_eq!(top["same_person"], true, "{body}");
+    let expected_model = if metrics.promoted {
+        json!(1)
+    } else {
+        Value::Null
+    };
+    assert_eq!(body["model_version"], expected_model, "{body}");
+
+    // Redelivery: the same S3 event, then the same SQS batch.
+    let before = env.listing();
+    let out = env.ingest.handle(clip_event).await.expect("ingest again");
+    assert_eq!(out["uploads"][0]["state"], "indexed", "{out}");
+    assert!(
+        env.receive_all(&env.ingest_url()).is_empty(),
+        "no second message"
+    );
+    let failed = env.run_dataset(&first_batch).await;
+    assert!(failed.is_empty(), "{failed:?}");
+    assert!(
+        env.receive_all(&env.train_url()).is_empty(),
+        "no new train request"
+    );
+    assert_eq!(env.listing(), before, "a redelivery changed the bucket");
+
+    // Five messages, one malformed: exactly that one fails, the four others are committed.
+    let version_before = twin_core::dataset::load_current(&store)
+        .unwrap()
+        .unwrap()
+        .manifest
+        .version;
+    for (file, bytes) in photos("Keanu_Reeves", 4) {
+        env.ingest
+            .handle(env.put(&format!("uploads/Keanu_Reeves/{file}"), bytes))
+            .await
+            .expect("ingest");
+    }
+    let sqs = env.aws.sqs().clone();
+    let url = env.ingest_url();
+    env.aws.block_on(async move {
+        sqs.send_message()
+            .queue_url(&url)
+            .message_body("{\"v\": 1, \"upload_id\": \"../../etc\"")
+            .send()
+            .await
+            .unwrap()
+    });
+    let five = env.receive_all(&env.ingest_url());
+    assert_eq!(five.len(), 5);
+    let malformed = five
+        .iter()
+        .find(|m| m.body().unwrap().contains("../../etc"))
+        .unwrap()
+        .message_id()
+        .unwrap()
+        .to_string();
+    let failed = env.run_dataset(&five).await;
+    assert_eq!(failed, vec![malformed]);
+    let snapshot = twin_core::dataset::load_current(&store).unwrap().unwrap();
+    assert_eq!(snapshot.manifest.version, version_before + 1);
+    let keanu = snapshot
+        .manifest
+        .identity("keanu_reeves")
+        .expect("committed");
+    assert_eq!(keanu.uploads.len(), 4);
+
+    // An enrollment through the API: a presigned PUT straight to the bucket, then its event.
+    let photo = photos("Jerry_Seinfeld", 12).pop().unwrap().1;
+    let request =
+        json!({"name": "Ada Lovelace", "content_type": "image/jpeg", "size": photo.len()});
+    let (status, created) = api_call(
+        &router,
+        &api_event(
+            "POST",
+            "/v1/enrollments",
+            "application/json",
+            request.to_string().as_bytes(),
+        ),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let url = created["upload_url"].as_str().unwrap().to_string();
+    let upload_id = created["upload_id"].as_str().unwrap().to_string();
+    assert_eq!(
+        created["upload_headers"]["content-type"], "image/jpeg",
+        "{created}"
+    );
+    let put = tokio::task::spawn_blocking({
+        let photo = photo.clone();
+        move || {
+            ureq::put(&url)
+                .header("content-type", "image/jpeg")
+                .send(&photo[..])
+                .map(|r| r.status().as_u16())
+        }
+    })
+    .await
+    .unwrap()
+    .expect("the presigned PUT");
+    assert_eq!(put, 200);
+    let key = format!("uploads/ada_lovelace/{upload_id}.jpg");
+    let head = {
+        let s3 = env.aws.s3().clone();
+        let (b, k) = (env.bucket.clone(), key.clone());
+        env.aws
+            .block_on(async move { s3.head_object().bucket(&b).key(&k).send().await })
+            .expect("the upload is in the bucket")
+    };
+    let event = s3_event(
+        &env.bucket,
+        &key,
+        photo.len(),
+        head.e_tag().unwrap().trim_matches('"'),
+    );
+    let out = env
+        .ingest
+        .handle(event)
+        .await
+        .expect("ingest the enrollment");
+    assert_eq!(out["uploads"][0]["upload_id"], upload_id.as_str(), "{out}");
+    assert_eq!(out["uploads"][0]["state"], "cropped", "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unusable_uploads_fail_with_a_reason_and_odd_names_are_taken_in() {
+    let env = Env::start();
+    // Not an image: failed with the reason, not an error (a retry cannot help).
+    let out = env
+        .ingest
+        .handle(env.put("uploads/Ada/notes.mp4", b"this is a text file".to_vec()))
+        .await
+        .expect("handled");
+    assert_eq!(out["uploads"][0]["state"], "failed", "{out}");
+    let out = env
+        .ingest
+        .handle(env.put("uploads/Ada/readme.txt", b"hello".to_vec()))
+        .await
+        .expect("handled");
+    assert_eq!(out["uploads"][0]["state"], "failed", "{out}");
+    // A key with spaces and capitals: copied to a checked key and ingested.
+    let (_, bytes) = photos("Madonna", 1).pop().unwrap();
+    let out = env
+        .ingest
+        .handle(env.put("uploads/Jane Doe/My Photo (1).JPG", bytes))
+        .await
+        .expect("handled");
+    assert_eq!(out["uploads"][0]["state"], "cropped", "{out}");
+    let keys: Vec<String> = env.listing().into_keys().collect();
+    assert!(
+        !keys.iter().any(|k| k.contains(' ')),
+        "the original key is gone: {keys:?}"
+    );
+    assert!(
+        keys.iter()
+            .any(|k| k.starts_with("uploads/jane_doe/my_photo_1-") && k.ends_with(".jpg")),
+        "{keys:?}"
+    );
+    // Not an S3 event at all: the invocation fails (so it is retried, then dead-lettered).
+    assert!(env.ingest.handle(json!({"hello": "world"})).await.is_err());
+    // No message for the failed uploads, one for the photo.
+    assert_eq!(env.receive_all(&env.ingest_url()).len(), 1);
+}
