@@ -89,6 +89,20 @@ enum ModelCommand {
     },
     /// List the trained model versions with their held-out metrics (JSON lines).
     List,
+    /// Upload the imported backbone to a deployment's bucket (models/base/backbone.onnx), where
+    /// the train function starts from.
+    Publish {
+        /// The bucket (the stack's Bucket output).
+        #[arg(long, env = "TWIN_BUCKET")]
+        bucket: String,
+        /// The backbone to upload (default: the one scripts/setup imported).
+        #[arg(long)]
+        backbone: Option<PathBuf>,
+        /// Another S3 endpoint (e.g. a local S3 server); otherwise AWS's, from the usual
+        /// AWS environment and profile.
+        #[arg(long, env = "AWS_ENDPOINT_URL")]
+        endpoint_url: Option<String>,
+    },
     /// Point models/CURRENT at a version (promotion or rollback).
     Promote {
         /// The version.
@@ -122,6 +136,14 @@ fn main() -> ExitCode {
         Command::Model {
             command: ModelCommand::Promote { version },
         } => train::promote(&data, version),
+        Command::Model {
+            command:
+                ModelCommand::Publish {
+                    bucket,
+                    backbone,
+                    endpoint_url,
+                },
+        } => train::publish(&bucket, backbone, endpoint_url),
         Command::Train(args) => train::run(&data, args),
         Command::Embed(args) => embed::run(args),
         Command::Eval {

@@ -160,3 +160,37 @@ pub fn promote(data: &Path, version: u64) -> anyhow::Result<ExitCode> {
     eprintln!("twin: models/CURRENT now points at model {version}; a running server picks it up");
     Ok(ExitCode::SUCCESS)
 }
+
+/// `twin model publish --bucket B`: puts the backbone at `models/base/backbone.onnx`.
+pub fn publish(
+    bucket: &str,
+    backbone: Option<std::path::PathBuf>,
+    endpoint_url: Option<String>,
+) -> anyhow::Result<ExitCode> {
+    use twin_core::store::{Condition, ObjectStore};
+    let path = backbone.unwrap_or_else(twin_core::paths::default_backbone);
+    let bytes = std::fs::read(&path).with_context(|| {
+        format!(
+            "cannot read the backbone {} (scripts/setup imports it)",
+            path.display()
+        )
+    })?;
+    // Refuse anything that is not a backbone the engine can use.
+    twin_core::embed::Embedder::from_bytes(&path, &bytes, &Default::default())
+        .with_context(|| format!("{} is not a usable backbone", path.display()))?;
+    let mut config = twin_aws::AwsConfig::new(bucket, "", "");
+    if let Some(url) = endpoint_url.filter(|u| !u.is_empty()) {
+        config = config.with_endpoint(&url);
+    }
+    let store = twin_aws::Aws::connect(config)?.store();
+    store
+        .put(models::BASE_BACKBONE, &bytes, Condition::None)
+        .with_context(|| format!("cannot upload to s3://{bucket}/{}", models::BASE_BACKBONE))?;
+    eprintln!(
+        "twin: published {} ({} bytes) to s3://{bucket}/{}",
+        path.display(),
+        bytes.len(),
+        models::BASE_BACKBONE
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -104,11 +104,17 @@ impl Moto {
                     moto.log_text()
                 ));
             }
-            if TcpStream::connect_timeout(
-                &(Ipv4Addr::LOCALHOST, port).into(),
-                Duration::from_millis(200),
-            )
-            .is_ok()
+            // Only our own server says it runs on the port (another test's server may answer
+            // there while ours fails to bind it).
+            let ours = moto
+                .log_text()
+                .contains(&format!("Running on http://127.0.0.1:{port}"));
+            if ours
+                && TcpStream::connect_timeout(
+                    &(Ipv4Addr::LOCALHOST, port).into(),
+                    Duration::from_millis(200),
+                )
+                .is_ok()
             {
                 return Ok(moto);
             }
