@@ -90,13 +90,16 @@ pub struct IdentityMetrics {
     pub baseline_correct: u32,
 }
 
-/// Held-out accuracy of the serving model, measured on the new split.
+/// The serving model against the new one, on this run's held-out crops that the serving model
+/// did not train on (its own split is recomputed from its metrics, so nothing it saw counts).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PreviousMetrics {
     /// Its version.
     pub version: u64,
-    /// Its accuracy on this run's held-out crops.
+    /// The serving model on those crops.
     pub held_out: Accuracy,
+    /// The new model on the same crops.
+    pub new_model: Accuracy,
 }
 
 /// `metrics.json`: what a model was trained on, how it did, and the gate's decision.
@@ -254,11 +257,13 @@ pub fn train_and_gate(
     };
     let baseline = train::evaluate(&split.held, d, c, &|x| proto_head.scores(x));
     let previous = match &before {
-        Some((n, _)) => previous_head(store, *n).map(|h| {
+        Some((n, _)) => previous_head(store, *n).map(|(h, seen)| {
+            let unseen = split.held.filter(|k| !seen.contains(k));
             let scorer = train::previous_scorer(&split, &protos, &h);
             PreviousMetrics {
                 version: *n,
-                held_out: train::evaluate(&split.held, d, c, &scorer),
+                held_out: train::evaluate(&unseen, d, c, &scorer),
+                new_model: train::evaluate(&unseen, d, c, &|x| head.scores(x)),
             }
         }),
         None => None,
@@ -356,13 +361,14 @@ pub fn gate(
 ) -> (bool, String) {
     let pct = |x: f64| format!("{:.2} %", 100.0 * x);
     if let Some(p) = previous {
-        if model.top1 < p.held_out.top1 {
+        if p.new_model.top1 < p.held_out.top1 {
             return (
                 false,
                 format!(
-                    "held-out top-1 {} is below the serving model {}'s {}",
-                    pct(model.top1),
+                    "on the {} held-out crops the serving model {} did not train on, top-1 {} is below its {}",
+                    p.held_out.n,
                     p.version,
+                    pct(p.new_model.top1),
                     pct(p.held_out.top1)
                 ),
             );
@@ -383,7 +389,15 @@ pub fn gate(
         );
     }
     let prev = previous
-        .map(|p| format!(", serving model {}: {}", p.version, pct(p.held_out.top1)))
+        .map(|p| {
+            format!(
+                "; on the {} crops serving model {} did not train on: {} vs its {}",
+                p.held_out.n,
+                p.version,
+                pct(p.new_model.top1),
+                pct(p.held_out.top1)
+            )
+        })
         .unwrap_or_default();
     (
         true,
@@ -395,16 +409,30 @@ pub fn gate(
     )
 }
 
-/// The serving model's head, if it can be read (a damaged one is simply not compared).
-fn previous_head(store: &dyn ObjectStore, n: u64) -> Option<train::Head> {
+/// The serving model's head and the crops it trained on, if they can be read (a damaged model
+/// is simply not compared).
+fn previous_head(
+    store: &dyn ObjectStore,
+    n: u64,
+) -> Option<(train::Head, std::collections::HashSet<String>)> {
     let labels = read_labels(store, n).ok()?;
+    let metrics = read_metrics(store, n).ok()??;
     let bytes = store.get(&model_key(n)).ok()??;
     let (weights, c, d) = head::read_head(&bytes.data).ok()?;
-    (c == labels.labels.len()).then_some(train::Head {
-        labels: labels.labels,
-        dim: d,
-        weights,
-    })
+    let trained_on = dataset::load_version(store, metrics.dataset_version).ok()?;
+    let seen = train::split(&trained_on, &metrics.options)
+        .train
+        .keys
+        .into_iter()
+        .collect();
+    (c == labels.labels.len()).then_some((
+        train::Head {
+            labels: labels.labels,
+            dim: d,
+            weights,
+        },
+        seen,
+    ))
 }
 
 /// Claims the next free version number by creating its `labels.json`.
@@ -450,13 +478,14 @@ mod tests {
         let (ok, why) = gate(&acc(0.95, 1.0), &acc(0.95, 1.0), None);
         assert!(!ok);
         assert!(why.contains("does not beat"), "{why}");
-        let prev = PreviousMetrics {
+        let prev = |new: f64| PreviousMetrics {
             version: 3,
             held_out: acc(0.98, 1.0),
+            new_model: acc(new, 1.0),
         };
-        let (ok, why) = gate(&acc(0.97, 1.0), &acc(0.90, 1.0), Some(&prev));
+        let (ok, why) = gate(&acc(0.99, 1.0), &acc(0.90, 1.0), Some(&prev(0.97)));
         assert!(!ok);
         assert!(why.contains("serving model 3"), "{why}");
-        assert!(gate(&acc(0.98, 1.0), &acc(0.90, 1.0), Some(&prev)).0);
+        assert!(gate(&acc(0.95, 1.0), &acc(0.90, 1.0), Some(&prev(0.98))).0);
     }
 }

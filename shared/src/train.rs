@@ -72,9 +72,29 @@ pub struct Rows {
     pub x: Vec<f32>,
     /// Class of each row.
     pub y: Vec<u32>,
+    /// Crop key of each row.
+    pub keys: Vec<String>,
 }
 
 impl Rows {
+    /// The rows whose crop key `keep` accepts.
+    pub fn filter(&self, keep: impl Fn(&str) -> bool) -> Rows {
+        let dim = if self.y.is_empty() {
+            0
+        } else {
+            self.x.len() / self.y.len()
+        };
+        let mut out = Rows::default();
+        for (i, k) in self.keys.iter().enumerate() {
+            if keep(k) {
+                out.x.extend_from_slice(&self.x[i * dim..(i + 1) * dim]);
+                out.y.push(self.y[i]);
+                out.keys.push(k.clone());
+            }
+        }
+        out
+    }
+
     /// Number of rows.
     pub fn len(&self) -> usize {
         self.y.len()
@@ -138,15 +158,15 @@ pub fn split(s: &Snapshot, o: &TrainOptions) -> Split {
             slug: ident.slug.clone(),
             display_name: ident.display_name.clone(),
         });
-        let mut order: Vec<(u64, usize)> = ident
+        let mut order: Vec<(u64, usize, &String)> = ident
             .crops
             .iter()
             .enumerate()
-            .map(|(i, key)| (mix(o.seed, &ident.slug, key), first + i))
+            .map(|(i, key)| (mix(o.seed, &ident.slug, key), first + i, key))
             .collect();
         order.sort();
         let held = ((o.holdout * n as f64).round() as usize).clamp(1, n - 1);
-        for (i, (_, r)) in order.into_iter().enumerate() {
+        for (i, (_, r, key)) in order.into_iter().enumerate() {
             let rows = if i < held {
                 &mut out.held
             } else {
@@ -155,6 +175,7 @@ pub fn split(s: &Snapshot, o: &TrainOptions) -> Split {
             rows.x
                 .extend_from_slice(&unit(&s.embeddings[r * dim..(r + 1) * dim]));
             rows.y.push(class);
+            rows.keys.push(key.clone());
         }
     }
     out
@@ -645,7 +666,9 @@ mod tests {
         let held = Rows {
             x: vec![1.0, 0.0, 0.0, 1.0],
             y: vec![0, 1],
+            keys: vec!["a".into(), "b".into()],
         };
+        assert_eq!(held.filter(|k| k == "b").y, vec![1]);
         let acc = evaluate(&held, 2, 2, &|x| vec![x[0], 0.5]);
         // Row 0: class 0 scores 1.0 > 0.5 (right); row 1: class 1 scores 0.5 > 0.0 (right).
         assert_eq!((acc.top1, acc.top5, acc.n), (1.0, 1.0, 2));

@@ -127,17 +127,34 @@ impl AwsConfig {
 
     /// [`AwsConfig::from_env`] over any variable lookup.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, AwsError> {
+        Self::from_lookup_needing(lookup, true, true)
+    }
+
+    /// Like [`AwsConfig::from_env`], for a function that sends to only some queues: the bucket
+    /// is always needed, a queue URL only when asked for (the others may be unset and stay empty).
+    pub fn from_env_needing(ingest_queue: bool, train_queue: bool) -> Result<Self, AwsError> {
+        Self::from_lookup_needing(|name| std::env::var(name).ok(), ingest_queue, train_queue)
+    }
+
+    /// [`AwsConfig::from_env_needing`] over any variable lookup.
+    pub fn from_lookup_needing(
+        lookup: impl Fn(&str) -> Option<String>,
+        ingest_queue: bool,
+        train_queue: bool,
+    ) -> Result<Self, AwsError> {
         let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
         let mut missing = Vec::new();
-        let mut need = |name: &str| {
+        let mut need = |name: &str, needed: bool| {
             get(name).unwrap_or_else(|| {
-                missing.push(name.to_string());
+                if needed {
+                    missing.push(name.to_string());
+                }
                 String::new()
             })
         };
-        let bucket = need(ENV_BUCKET);
-        let ingest = need(ENV_INGEST_QUEUE);
-        let train = need(ENV_TRAIN_QUEUE);
+        let bucket = need(ENV_BUCKET, true);
+        let ingest = need(ENV_INGEST_QUEUE, ingest_queue);
+        let train = need(ENV_TRAIN_QUEUE, train_queue);
         if !missing.is_empty() {
             return Err(AwsError::MissingEnv(missing));
         }
@@ -281,6 +298,15 @@ mod tests {
         ]))
         .unwrap_err();
         assert!(matches!(err, AwsError::MissingEnv(v) if v == ["TWIN_BUCKET"]));
+        // A function that sends to no queue needs only the bucket.
+        let c = AwsConfig::from_lookup_needing(lookup(&[(ENV_BUCKET, "b")]), false, false).unwrap();
+        assert_eq!(
+            (c.ingest_queue_url.as_str(), c.train_queue_url.as_str()),
+            ("", "")
+        );
+        let err =
+            AwsConfig::from_lookup_needing(lookup(&[(ENV_BUCKET, "b")]), true, false).unwrap_err();
+        assert!(matches!(err, AwsError::MissingEnv(v) if v == ["TWIN_INGEST_QUEUE_URL"]));
     }
 
     #[test]

@@ -12,7 +12,7 @@ use twin_fn_dataset::{DatasetFn, DEFAULT_TRAIN_MIN_NEW};
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     lambda_runtime::tracing::init_default_subscriber();
-    let aws = Aws::connect(AwsConfig::from_env()?)?;
+    let aws = Aws::connect(AwsConfig::from_env_needing(false, true)?)?;
     let models = std::env::var_os("TWIN_MODELS_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(twin_core::paths::models_dir);

@@ -12,7 +12,7 @@ use twin_fn_train::TrainFn;
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     lambda_runtime::tracing::init_default_subscriber();
-    let aws = Aws::connect(AwsConfig::from_env()?)?;
+    let aws = Aws::connect(AwsConfig::from_env_needing(false, false)?)?;
     let backbone = std::env::var_os("TWIN_MODELS_DIR")
         .map(PathBuf::from)
         .map(|d| d.join(twin_core::paths::BACKBONE_FILE));
