@@ -1,0 +1,842 @@
+//! Cold start of the `api` Lambda function, measured locally: the real `api` binary from process
+//! start to its first answer, with the models, the gallery and a trained model loaded from S3.
+//!
+//! `cargo bench -p twin-tests --bench api_cold_start`:
+//! - starts moto with the bucket and the queues ([`Moto::system`]), imports [`GALLERY`] from
+//!   `data/faces` into the bucket through the core ([`System::open_with`] over S3 and SQS,
+//!   [`System::import_folder`]), trains a model on it and promotes it (even when the gate would
+//!   not), so that a cold start loads backbone, face models, gallery and a trained model;
+//! - builds the real api binary itself, running `cargo build --profile bench -p twin-tests
+//!   -p twin-fn-api --bench api_cold_start --bin api` (same target folder, and the same profile
+//!   and feature set as this bench, so every crate is already built and only `api` is compiled
+//!   and linked; the `bench` profile is `release`'s; `cargo build --release -p twin-fn-api`, as
+//!   the Dockerfile runs it, would rebuild the dependency graph for its own feature set) and
+//!   takes the executable path cargo reports;
+//! - runs a minimal Lambda Runtime API on 127.0.0.1 (what lambda_runtime 1.x calls:
+//!   `GET /2018-06-01/runtime/invocation/next`, `POST .../invocation/{id}/response`,
+//!   `.../invocation/{id}/error`, `/2018-06-01/runtime/init/error`) and spawns the binary against
+//!   it with the environment Lambda and the SAM template would give it (a cleared environment
+//!   otherwise; JSON logs, as the template's `LoggingConfig` asks);
+//! - [`RUNS`] times: the first invocation is an API Gateway HTTP API (payload 2.0)
+//!   `POST /v1/match` event with `data/media/lin-manuel-miranda.png`, queued before the spawn;
+//!   the cold start is spawn → its response `POST` (checked: a 200 with faces, answered by the
+//!   trained model); then [`WARM`] more invocations, each timed from the moment the emulator hands
+//!   the event out to the response; then the process is killed.
+//!
+//! It prints min / median / max of the cold start and of its parts (spawn → the api's `api
+//! ready` log line, → its first `GET /next`, first invocation), the median warm latency, the
+//! trained model's load time the api logs itself, and an in-process breakdown of what opening
+//! the system costs ([`twin_fn_api::app`] and its pieces, timed in this process, where ONNX
+//! Runtime and OpenCV are already loaded). Numbers only: nothing here asserts a speed. Moto on
+//! loopback answers S3 far faster than S3 does from a Lambda, and this machine is not a Lambda
+//! (no image pull, no firecracker start, no `/opt` on a cold EFS-less disk): read the numbers as
+//! the process's own share of a cold start.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Ipv4Addr, Shutdown, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::{json, Value};
+use twin_core::embed::{Embedder, EmbedderOptions};
+use twin_core::face::pipeline::{FacePipeline, PipelineOptions};
+use twin_core::gallery::Gallery;
+use twin_core::models;
+use twin_core::system::{System, SystemConfig};
+use twin_core::train::TrainOptions;
+use twin_fn_api::ApiSettings;
+use twin_tests::moto::{self, Moto};
+use twin_tests::{data_dir, repo_root, require_backbone, SETUP_HINT};
+
+/// Cold starts.
+const RUNS: usize = 5;
+/// Warm invocations after each cold start.
+const WARM: usize = 5;
+/// Identities of `data/faces` in the bucket's gallery.
+const GALLERY: [&str; 3] = ["Barack_Obama", "Jerry_Seinfeld", "Madonna"];
+/// The photo matched, under `data/media`.
+const PHOTO: &str = "lin-manuel-miranda.png";
+/// The template's `ApiMemorySize` default (only reported to the function; nothing limits it).
+const MEMORY_MB: u32 = 2048;
+/// The template's `ApiTimeout` default: the invocation deadline handed out.
+const TIMEOUT: Duration = Duration::from_secs(29);
+/// How long a run may take before it is called stuck.
+const RUN_LIMIT: Duration = Duration::from_secs(120);
+/// In-process repetitions of each piece of opening.
+const IN_PROCESS: usize = 3;
+const FUNCTION_ARN: &str = "arn:aws:lambda:us-east-1:123456789012:function:twin-api";
+
+fn main() {
+    // `cargo test --benches` runs bench targets without `--bench`: nothing to check there.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!(
+            "api_cold_start: a benchmark; run it with `cargo bench -p twin-tests --bench api_cold_start`"
+        );
+        return;
+    }
+    let backbone = require_backbone();
+    let models_dir = backbone
+        .parent()
+        .expect("the backbone is in the models folder")
+        .to_path_buf();
+    let ort = twin_core::paths::ort_library()
+        .filter(|p| p.is_file())
+        .unwrap_or_else(|| panic!("ONNX Runtime is missing; {SETUP_HINT}"));
+    let data = data_dir();
+
+    let moto = Moto::start();
+    let sys = moto.system(30);
+    let aws = sys.aws;
+    let setup = Instant::now();
+    let (gallery_rows, model_version, promoted_by_gate) = fill_bucket(&aws, &models_dir, &data);
+    let setup_s = setup.elapsed().as_secs_f64();
+
+    let build = Instant::now();
+    let api = build_api();
+    let build_s = build.elapsed().as_secs_f64();
+
+    let settings = ApiSettings {
+        models_dir: models_dir.clone(),
+        threads: 1,
+        poll: Duration::from_secs(60),
+        api_key: None,
+    };
+    let in_process = in_process_breakdown(&aws, &settings, &models_dir);
+
+    let photo = std::fs::read(data.join("media").join(PHOTO))
+        .unwrap_or_else(|e| panic!("cannot read data/media/{PHOTO}: {e}"));
+    let event = api_event("POST", "/v1/match", "image/png", &photo);
+    let env = FunctionEnv {
+        aws: aws.config().clone(),
+        endpoint: moto.endpoint().to_string(),
+        models_dir: models_dir.clone(),
+        ort,
+    };
+    let mut runs = Vec::with_capacity(RUNS);
+    for i in 0..RUNS {
+        let run = cold_run(&api, &env, &event);
+        eprintln!(
+            "api_cold_start: run {}/{RUNS}: cold start {:.0} ms, warm {:.0} ms",
+            i + 1,
+            ms(run.cold),
+            median(run.warm.iter().map(|d| ms(*d)).collect())
+        );
+        runs.push(run);
+    }
+
+    let col = |f: &dyn Fn(&Run) -> Option<Duration>| -> Vec<f64> {
+        runs.iter().filter_map(f).map(ms).collect()
+    };
+    println!();
+    println!(
+        "api cold start: {} spawned against a local Lambda Runtime API emulator, S3/SQS on moto (loopback)",
+        api.display()
+    );
+    println!(
+        "gallery: {} ({gallery_rows} crops), model {model_version} trained on it and promoted ({}); set up in {setup_s:.0} s; api binary built/checked in {build_s:.1} s",
+        GALLERY.join(", "),
+        if promoted_by_gate {
+            "by the gate"
+        } else {
+            "by hand: the gate kept the backbone"
+        }
+    );
+    println!(
+        "first invocation: POST /v1/match, data/media/{PHOTO} ({} bytes) in an API Gateway v2 event; TWIN_THREADS 1, {MEMORY_MB} MB reported",
+        photo.len()
+    );
+    println!(
+        "{:<52} {:>8} {:>8} {:>8}",
+        "stage (ms)", "min", "median", "max"
+    );
+    let line = |name: &str, v: Vec<f64>| {
+        if v.is_empty() {
+            println!("{name:<52} {:>8} {:>8} {:>8}", "-", "-", "-");
+            return;
+        }
+        let mut s = v.clone();
+        s.sort_by(f64::total_cmp);
+        println!(
+            "{:<52} {:>8.0} {:>8.0} {:>8.0}",
+            name,
+            s[0],
+            median(v),
+            s[s.len() - 1]
+        );
+    };
+    line(
+        &format!("cold start: spawn → first response ({RUNS} runs)"),
+        col(&|r| Some(r.cold)),
+    );
+    line("  spawn → `api ready` logged", col(&|r| r.ready));
+    line(
+        "  spawn → first GET /next (init done)",
+        col(&|r| Some(r.first_next)),
+    );
+    line(
+        "  first invocation (event handed out → response)",
+        col(&|r| Some(r.first_invoke)),
+    );
+    line(
+        "  trained model load + self-check (the api's log `ms`)",
+        runs.iter()
+            .filter_map(|r| r.model_load_ms)
+            .map(|v| v as f64)
+            .collect(),
+    );
+    let warm: Vec<f64> = runs
+        .iter()
+        .flat_map(|r| r.warm.iter().map(|d| ms(*d)))
+        .collect();
+    line(
+        &format!("warm invocation ({} calls, {WARM} per run)", warm.len()),
+        warm,
+    );
+    println!(
+        "in process (this bench, ONNX Runtime and OpenCV already loaded; median of {IN_PROCESS}):"
+    );
+    for (name, v) in in_process {
+        line(&format!("  {name}"), v);
+    }
+    if let Some(mb) = runs.iter().filter_map(|r| r.peak_rss_mb).reduce(f64::max) {
+        println!("peak RSS of the api process (VmHWM, largest of the runs): {mb:.0} MB");
+    }
+}
+
+/// Milliseconds.
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// Median (mean of the middle two for an even count).
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// Imports [`GALLERY`] into the bucket, trains and promotes a model. Returns the gallery's crops,
+/// the model version and whether the gate promoted it.
+fn fill_bucket(aws: &twin_aws::Aws, models_dir: &Path, data: &Path) -> (usize, u64, bool) {
+    let work = tempfile::tempdir().expect("temporary folder");
+    let faces = work.path().join("faces");
+    std::fs::create_dir_all(&faces).expect("a faces folder");
+    for p in GALLERY {
+        std::os::unix::fs::symlink(data.join("faces").join(p), faces.join(p))
+            .expect("a symlink to an identity folder");
+    }
+    let config = SystemConfig::new(work.path().join("data"), models_dir.to_path_buf(), 2);
+    let system = System::open_with(
+        config,
+        Arc::new(aws.store()),
+        Arc::new(aws.ingest_queue()),
+        false,
+    )
+    .unwrap_or_else(|e| panic!("cannot open the system over moto: {e}; {SETUP_HINT}"));
+    eprintln!(
+        "api_cold_start: importing {} into the bucket",
+        GALLERY.join(", ")
+    );
+    let summary = system
+        .import_folder(&faces, &|_, _| {})
+        .unwrap_or_else(|e| panic!("cannot import the gallery: {e}"));
+    assert_eq!(summary.identities, GALLERY.len(), "{summary:?}");
+    let backbone = std::fs::read(require_backbone()).expect("the backbone");
+    eprintln!("api_cold_start: training a model");
+    let outcome = models::train_and_gate(
+        system.store(),
+        &backbone,
+        &TrainOptions {
+            threads: 1,
+            ..Default::default()
+        },
+        &|_, _| {},
+    )
+    .unwrap_or_else(|e| panic!("cannot train: {e}"));
+    let m = &outcome.metrics;
+    if !m.promoted {
+        models::promote(system.store(), m.version)
+            .unwrap_or_else(|e| panic!("cannot promote model {}: {e}", m.version));
+    }
+    let rows = twin_core::dataset::load_current(system.store())
+        .expect("read the dataset")
+        .map(|s| Gallery::from_snapshot(&s).rows())
+        .unwrap_or(0);
+    (rows, m.version, m.promoted)
+}
+
+/// Builds the api binary (with this bench's profile and features) and returns its path.
+fn build_api() -> PathBuf {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let args = [
+        "build",
+        "--profile",
+        "bench",
+        "-p",
+        "twin-tests",
+        "-p",
+        "twin-fn-api",
+        "--bench",
+        "api_cold_start",
+        "--bin",
+        "api",
+    ];
+    eprintln!("api_cold_start: cargo {}", args.join(" "));
+    let out = Command::new(cargo)
+        .args(args)
+        .arg("--message-format=json-render-diagnostics")
+        .current_dir(repo_root())
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("cannot run cargo");
+    assert!(out.status.success(), "building the api failed");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "api")
+        .find_map(|m| m["executable"].as_str().map(PathBuf::from))
+        .expect("cargo reported no api executable")
+}
+
+/// What opening costs, timed in this process: each piece [`IN_PROCESS`] times.
+fn in_process_breakdown(
+    aws: &twin_aws::Aws,
+    settings: &ApiSettings,
+    models_dir: &Path,
+) -> Vec<(String, Vec<f64>)> {
+    let time = |f: &mut dyn FnMut()| -> Vec<f64> {
+        (0..IN_PROCESS)
+            .map(|_| {
+                let t = Instant::now();
+                f();
+                ms(t.elapsed())
+            })
+            .collect()
+    };
+    let config = aws.config().clone();
+    let connect = time(&mut || {
+        std::hint::black_box(twin_aws::Aws::connect(config.clone()).expect("clients"));
+    });
+    let whole = time(&mut || {
+        let (system, _router) = twin_fn_api::app(aws, settings).expect("the api opens");
+        assert!(
+            system.serving_version().is_some(),
+            "no trained model serving"
+        );
+    });
+    let without_model = time(&mut || {
+        let mut config = SystemConfig::new(std::env::temp_dir(), models_dir.to_path_buf(), 1);
+        config.model_poll = settings.poll;
+        std::hint::black_box(
+            System::open_with(
+                config,
+                Arc::new(aws.store()),
+                Arc::new(aws.ingest_queue()),
+                false,
+            )
+            .expect("the system opens"),
+        );
+    });
+    let pipelines = time(&mut || {
+        std::hint::black_box(
+            FacePipeline::open(models_dir, &PipelineOptions::default()).expect("pipeline"),
+        );
+        std::hint::black_box(
+            FacePipeline::open(
+                models_dir,
+                &twin_core::face::enroll::video_pipeline_options(),
+            )
+            .expect("pipeline"),
+        );
+    });
+    let embedder = time(&mut || {
+        std::hint::black_box(
+            Embedder::open(
+                &models_dir.join(twin_core::paths::BACKBONE_FILE),
+                &EmbedderOptions { threads: 1 },
+            )
+            .expect("embedder"),
+        );
+    });
+    let store = aws.store();
+    let gallery = time(&mut || {
+        let s = twin_core::dataset::load_current(&store)
+            .expect("read the dataset")
+            .expect("a dataset");
+        std::hint::black_box(Gallery::from_snapshot(&s));
+    });
+    vec![
+        ("Aws::connect (SDK config)".into(), connect),
+        ("twin_fn_api::app, whole (with the model)".into(), whole),
+        ("  System::open_with, no model watch".into(), without_model),
+        (
+            "    FacePipeline::open ×2 (photos, video)".into(),
+            pipelines,
+        ),
+        ("    Embedder::open (backbone)".into(), embedder),
+        ("    dataset from S3 + Gallery".into(), gallery),
+    ]
+}
+
+/// The function's environment, apart from the runtime API's address.
+struct FunctionEnv {
+    aws: twin_aws::AwsConfig,
+    endpoint: String,
+    models_dir: PathBuf,
+    ort: PathBuf,
+}
+
+/// One cold start and the warm invocations after it.
+struct Run {
+    cold: Duration,
+    ready: Option<Duration>,
+    first_next: Duration,
+    first_invoke: Duration,
+    warm: Vec<Duration>,
+    model_load_ms: Option<u64>,
+    peak_rss_mb: Option<f64>,
+}
+
+fn cold_run(api: &Path, env: &FunctionEnv, event: &str) -> Run {
+    let rt = RuntimeApi::start();
+    rt.queue("cold-0", event);
+    let mut cmd = Command::new(api);
+    cmd.env_clear()
+        .env("AWS_LAMBDA_RUNTIME_API", format!("127.0.0.1:{}", rt.port))
+        .env("AWS_LAMBDA_FUNCTION_NAME", "twin-api")
+        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", MEMORY_MB.to_string())
+        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+        .env("AWS_LAMBDA_LOG_STREAM_NAME", "2026/11/29/[$LATEST]bench")
+        .env("AWS_LAMBDA_LOG_GROUP_NAME", "/aws/lambda/twin-api")
+        .env("AWS_LAMBDA_LOG_FORMAT", "JSON")
+        .env("AWS_REGION", moto::REGION)
+        .env("AWS_ACCESS_KEY_ID", moto::ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", moto::SECRET_KEY)
+        .env("AWS_ENDPOINT_URL", &env.endpoint)
+        .env("TWIN_BUCKET", &env.aws.bucket)
+        .env("TWIN_INGEST_QUEUE_URL", &env.aws.ingest_queue_url)
+        .env("TWIN_TRAIN_QUEUE_URL", &env.aws.train_queue_url)
+        .env("TWIN_MODEL_POLL_SECONDS", "60")
+        .env("TWIN_MODELS_DIR", &env.models_dir)
+        .env("ORT_DYLIB_PATH", &env.ort)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let started = Instant::now();
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", api.display()));
+    let logs = Logs::follow(&mut child, started);
+    let mut guard = Killer(child);
+
+    let (at, post) = rt.wait(RUN_LIMIT, &mut guard, &logs);
+    let cold = at - started;
+    check_response(&post, "cold-0", &logs);
+    let first_next = rt
+        .first_next()
+        .expect("a GET /next before the first response")
+        - started;
+    let first_invoke = at - rt.handed("cold-0");
+    let mut warm = Vec::with_capacity(WARM);
+    for i in 0..WARM {
+        let id = format!("warm-{i}");
+        rt.queue(&id, event);
+        let (at, post) = rt.wait(RUN_LIMIT, &mut guard, &logs);
+        check_response(&post, &id, &logs);
+        warm.push(at - rt.handed(&id));
+    }
+    let peak_rss_mb = peak_rss_mb(guard.0.id());
+    drop(guard);
+    rt.stop();
+    let lines = logs.lines();
+    let ready = lines
+        .iter()
+        .find(|(_, v)| v["fields"]["message"] == "api ready")
+        .map(|(t, _)| *t);
+    let model_load_ms = lines
+        .iter()
+        .find(|(_, v)| v["fields"]["message"] == "model loaded and serving")
+        .and_then(|(_, v)| v["fields"]["ms"].as_u64());
+    Run {
+        cold,
+        ready,
+        first_next,
+        first_invoke,
+        warm,
+        model_load_ms,
+        peak_rss_mb,
+    }
+}
+
+/// Kills the function when dropped (also when a check panics).
+struct Killer(Child);
+
+impl Drop for Killer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn peak_rss_mb(pid: u32) -> Option<f64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb: f64 = s
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some(kb / 1024.0)
+}
+
+/// Checks that invocation `id` answered 200 with at least one face, from the trained model.
+fn check_response(post: &Post, expected_id: &str, logs: &Logs) {
+    let body = match post {
+        Post::Response { id, body } if id == expected_id => body,
+        Post::Response { id, .. } => panic!("a response to {id}, expected one to {expected_id}"),
+        Post::Error { id, body } => panic!(
+            "invocation {id} failed: {body}\nthe api's output:\n{}",
+            logs.text()
+        ),
+        Post::InitError { body } => {
+            panic!("init failed: {body}\nthe api's output:\n{}", logs.text())
+        }
+    };
+    let res: Value = serde_json::from_slice(body).expect("a JSON API Gateway response");
+    assert_eq!(res["statusCode"], 200, "{res}");
+    assert_ne!(
+        res["isBase64Encoded"], true,
+        "a base64 answer where JSON was expected"
+    );
+    let answer: Value = serde_json::from_str(res["body"].as_str().expect("a body")).expect("JSON");
+    let faces = answer["faces"].as_array().map_or(0, Vec::len);
+    assert!(faces > 0, "no face in the answer: {answer}");
+    assert!(
+        answer["model_version"].as_u64().is_some(),
+        "the trained model did not answer: {answer}"
+    );
+}
+
+/// The function's stdout and stderr, line by line, with the time each line arrived.
+struct Logs {
+    lines: Arc<Mutex<Vec<(Duration, String)>>>,
+}
+
+impl Logs {
+    fn follow(child: &mut Child, started: Instant) -> Logs {
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let out: Box<dyn Read + Send> = Box::new(child.stdout.take().expect("stdout"));
+        let err: Box<dyn Read + Send> = Box::new(child.stderr.take().expect("stderr"));
+        for stream in [out, err] {
+            let lines = lines.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines() {
+                    let Ok(line) = line else { return };
+                    lines.lock().unwrap().push((started.elapsed(), line));
+                }
+            });
+        }
+        Logs { lines }
+    }
+
+    /// The JSON lines.
+    fn lines(&self) -> Vec<(Duration, Value)> {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|(t, l)| serde_json::from_str(l).ok().map(|v| (*t, v)))
+            .collect()
+    }
+
+    fn text(&self) -> String {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, l)| format!("{l}\n"))
+            .collect()
+    }
+}
+
+/// What the function posted back.
+enum Post {
+    Response { id: String, body: Vec<u8> },
+    Error { id: String, body: String },
+    InitError { body: String },
+}
+
+/// A minimal Lambda Runtime API on loopback: hands out queued events on `GET /next` and reports
+/// what the function posts back, with the time it arrived.
+struct RuntimeApi {
+    port: u16,
+    events: Mutex<Option<Sender<(String, String)>>>,
+    posts: Receiver<(Instant, Post)>,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    events: Mutex<Receiver<(String, String)>>,
+    posts: Mutex<Sender<(Instant, Post)>>,
+    first_next: Mutex<Option<Instant>>,
+    handed: Mutex<HashMap<String, Instant>>,
+    stop: AtomicBool,
+}
+
+impl RuntimeApi {
+    fn start() -> RuntimeApi {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("a loopback port");
+        let port = listener.local_addr().expect("its address").port();
+        let (events_tx, events_rx) = mpsc::channel();
+        let (posts_tx, posts_rx) = mpsc::channel();
+        let shared = Arc::new(Shared {
+            events: Mutex::new(events_rx),
+            posts: Mutex::new(posts_tx),
+            first_next: Mutex::new(None),
+            handed: Mutex::new(HashMap::new()),
+            stop: AtomicBool::new(false),
+        });
+        let s = shared.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if s.stop.load(Ordering::SeqCst) {
+                    return;
+                }
+                let Ok(conn) = conn else { continue };
+                let _ = conn.set_nodelay(true);
+                let s = s.clone();
+                std::thread::spawn(move || serve(conn, &s));
+            }
+        });
+        RuntimeApi {
+            port,
+            events: Mutex::new(Some(events_tx)),
+            posts: posts_rx,
+            shared,
+        }
+    }
+
+    /// Queues an invocation.
+    fn queue(&self, id: &str, event: &str) {
+        if let Some(tx) = &*self.events.lock().unwrap() {
+            tx.send((id.to_string(), event.to_string()))
+                .expect("the emulator is running");
+        }
+    }
+
+    /// The next post, panicking with the function's output when it exits or takes too long.
+    fn wait(&self, limit: Duration, child: &mut Killer, logs: &Logs) -> (Instant, Post) {
+        let deadline = Instant::now() + limit;
+        loop {
+            match self.posts.recv_timeout(Duration::from_millis(20)) {
+                Ok(p) => return p,
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(e) => panic!("the emulator stopped: {e}"),
+            }
+            // The process exiting (an init failure before `run`) ends the run.
+            if let Ok(Some(status)) = child.0.try_wait() {
+                panic!(
+                    "the api exited ({status}) before answering; its output:\n{}",
+                    logs.text()
+                );
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "no answer within {limit:?}; the api's output:\n{}",
+                    logs.text()
+                );
+            }
+        }
+    }
+
+    fn first_next(&self) -> Option<Instant> {
+        *self.shared.first_next.lock().unwrap()
+    }
+
+    /// When invocation `id` was handed out.
+    fn handed(&self, id: &str) -> Instant {
+        self.shared.handed.lock().unwrap()[id]
+    }
+
+    /// Stops handing out events and accepting connections.
+    fn stop(self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        self.events.lock().unwrap().take();
+        let _ = TcpStream::connect((Ipv4Addr::LOCALHOST, self.port));
+    }
+}
+
+/// One HTTP/1.1 connection from the runtime client (kept alive across requests).
+fn serve(conn: TcpStream, s: &Shared) {
+    let Ok(write_half) = conn.try_clone() else {
+        return;
+    };
+    let mut out = write_half;
+    let mut reader = BufReader::new(conn);
+    while let Some((method, path, body)) = read_request(&mut reader) {
+        let now = Instant::now();
+        let reply = if method == "GET" && path == "/2018-06-01/runtime/invocation/next" {
+            s.first_next.lock().unwrap().get_or_insert(now);
+            // Blocks until an event is queued (a long poll, as Lambda's is).
+            let next = s.events.lock().unwrap().recv();
+            let Ok((id, event)) = next else {
+                let _ = out.shutdown(Shutdown::Both);
+                return;
+            };
+            let deadline = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .expect("a clock after 1970")
+                + TIMEOUT;
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\
+                 Lambda-Runtime-Aws-Request-Id: {id}\r\n\
+                 Lambda-Runtime-Deadline-Ms: {}\r\n\
+                 Lambda-Runtime-Invoked-Function-Arn: {FUNCTION_ARN}\r\n\
+                 Lambda-Runtime-Trace-Id: Root=1-674a0000-000000000000000000000000;Parent=0000000000000000;Sampled=0\r\n\
+                 Content-Length: {}\r\n\r\n",
+                deadline.as_millis(),
+                event.len()
+            );
+            s.handed.lock().unwrap().insert(id, Instant::now());
+            [head.into_bytes(), event.into_bytes()].concat()
+        } else if method == "POST" {
+            let post = match path
+                .strip_prefix("/2018-06-01/runtime/")
+                .map(|p| p.split('/').collect::<Vec<_>>())
+                .as_deref()
+            {
+                Some(["invocation", id, "response"]) => Some(Post::Response {
+                    id: id.to_string(),
+                    body,
+                }),
+                Some(["invocation", id, "error"]) => Some(Post::Error {
+                    id: id.to_string(),
+                    body: String::from_utf8_lossy(&body).into_owned(),
+                }),
+                Some(["init", "error"]) => Some(Post::InitError {
+                    body: String::from_utf8_lossy(&body).into_owned(),
+                }),
+                _ => None,
+            };
+            match post {
+                Some(p) => {
+                    let _ = s.posts.lock().unwrap().send((now, p));
+                    b"HTTP/1.1 202 Accepted\r\nContent-Type: application/json\r\nContent-Length: 16\r\n\r\n{\"status\":\"OK\"}\n".to_vec()
+                }
+                None => not_found(),
+            }
+        } else {
+            not_found()
+        };
+        if out.write_all(&reply).and_then(|_| out.flush()).is_err() {
+            return;
+        }
+    }
+}
+
+fn not_found() -> Vec<u8> {
+    b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_vec()
+}
+
+/// Reads one request: method, path, body (by `Content-Length` or chunked). `None` at the end.
+fn read_request(r: &mut BufReader<TcpStream>) -> Option<(String, String, Vec<u8>)> {
+    let mut line = String::new();
+    if r.read_line(&mut line).ok()? == 0 {
+        return None;
+    }
+    let mut parts = line.split_whitespace();
+    let method = parts.next()?.to_string();
+    let path = parts.next()?.to_string();
+    let (mut length, mut chunked) = (0usize, false);
+    loop {
+        let mut h = String::new();
+        if r.read_line(&mut h).ok()? == 0 {
+            return None;
+        }
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        let (name, value) = h.split_once(':')?;
+        let value = value.trim();
+        if name.eq_ignore_ascii_case("content-length") {
+            length = value.parse().ok()?;
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            chunked = value.eq_ignore_ascii_case("chunked");
+        }
+    }
+    let mut body = Vec::new();
+    if chunked {
+        loop {
+            let mut size = String::new();
+            r.read_line(&mut size).ok()?;
+            let n = usize::from_str_radix(size.trim().split(';').next()?, 16).ok()?;
+            let mut chunk = vec![0; n + 2];
+            r.read_exact(&mut chunk).ok()?;
+            if n == 0 {
+                // Trailers are not expected; the final CRLF is read.
+                break;
+            }
+            body.extend_from_slice(&chunk[..n]);
+        }
+    } else {
+        body.resize(length, 0);
+        r.read_exact(&mut body).ok()?;
+    }
+    Some((method, path, body))
+}
+
+/// An API Gateway HTTP API (payload 2.0) event.
+fn api_event(method: &str, path: &str, content_type: &str, body: &[u8]) -> String {
+    json!({
+        "version": "2.0",
+        "routeKey": format!("{method} {path}"),
+        "rawPath": path,
+        "rawQueryString": "",
+        "headers": {"content-type": content_type, "host": "abc123.execute-api.us-east-1.amazonaws.com"},
+        "requestContext": {
+            "accountId": "123456789012",
+            "apiId": "abc123",
+            "domainName": "abc123.execute-api.us-east-1.amazonaws.com",
+            "domainPrefix": "abc123",
+            "http": {"method": method, "path": path, "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1", "userAgent": "bench"},
+            "requestId": "req-1",
+            "routeKey": format!("{method} {path}"),
+            "stage": "$default",
+            "time": "29/Nov/2026:12:00:00 +0000",
+            "timeEpoch": 1764417600000u64
+        },
+        "body": base64_encode(body),
+        "isBase64Encoded": true
+    })
+    .to_string()
+}
+
+fn base64_encode(data: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for c in data.chunks(3) {
+        let n = (c[0] as u32) << 16
+            | (*c.get(1).unwrap_or(&0) as u32) << 8
+            | *c.get(2).unwrap_or(&0) as u32;
+        for i in 0..4 {
+            if i <= c.len() {
+                out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
