@@ -107,7 +107,17 @@ fn print_summary(m: &Metrics) {
     );
     if let Some(p) = &m.previous {
         eprintln!(
-            "  serving model {:<9} {}  {}",
+            "  on the {} held-out crops serving model {} did not train on:",
+            p.held_out.n, p.version
+        );
+        eprintln!(
+            "    trained model {:<7} {}  {}",
+            m.version,
+            pct(p.new_model.top1),
+            pct(p.new_model.top5)
+        );
+        eprintln!(
+            "    serving model {:<7} {}  {}",
             p.version,
             pct(p.held_out.top1),
             pct(p.held_out.top5)
