@@ -160,7 +160,11 @@ impl FacePipeline {
     /// Maps a detection to dlib's box and places the landmarks. Like dlib, the predictor and
     /// the chip read black outside the image, whatever padding the detection needed.
     fn place(&self, img: &RgbImage, d: &Detection, source: FaceSource) -> FoundFace {
-        let rect = to_dlib_rect(d, &self.options.detector.mapping);
+        let rect = trim_to_image(
+            to_dlib_rect(d, &self.options.detector.mapping),
+            img.width(),
+            img.height(),
+        );
         FoundFace {
             bbox: [d.x, d.y, d.w, d.h],
             rect,
@@ -168,6 +172,18 @@ impl FacePipeline {
             source,
         }
     }
+}
+
+/// A face box cut back to the photo, as `face_recognition` cuts dlib's detections before it
+/// places the landmarks (`_trim_css_to_bounds`: left and top at least 0, right and bottom at
+/// most the width and height). It only changes faces that cross the photo's edge.
+pub fn trim_to_image(r: Rect, width: u32, height: u32) -> Rect {
+    Rect::new(
+        r.left.max(0),
+        r.top.max(0),
+        r.right.min(width as i64),
+        r.bottom.min(height as i64),
+    )
 }
 
 /// The dlib-exact 150×150 chip of a face found in `img` (the image `find_faces` was given).
