@@ -42,7 +42,7 @@ use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use serde_json::{json, Value};
+use serde_json::Value;
 use twin_core::embed::{Embedder, EmbedderOptions};
 use twin_core::face::pipeline::{FacePipeline, PipelineOptions};
 use twin_core::gallery::Gallery;
@@ -50,6 +50,7 @@ use twin_core::models;
 use twin_core::system::{System, SystemConfig};
 use twin_core::train::TrainOptions;
 use twin_fn_api::ApiSettings;
+use twin_tests::events::api_gateway_v2;
 use twin_tests::moto::{self, Moto};
 use twin_tests::{data_dir, repo_root, require_backbone, SETUP_HINT};
 
@@ -110,7 +111,7 @@ fn main() {
 
     let photo = std::fs::read(data.join("media").join(PHOTO))
         .unwrap_or_else(|e| panic!("cannot read data/media/{PHOTO}: {e}"));
-    let event = api_event("POST", "/v1/match", "image/png", &photo);
+    let event = api_gateway_v2("POST", "/v1/match", "image/png", &photo, None);
     let env = FunctionEnv {
         aws: aws.config().clone(),
         endpoint: moto.endpoint().to_string(),
@@ -795,48 +796,4 @@ fn read_request(r: &mut BufReader<TcpStream>) -> Option<(String, String, Vec<u8>
         r.read_exact(&mut body).ok()?;
     }
     Some((method, path, body))
-}
-
-/// An API Gateway HTTP API (payload 2.0) event.
-fn api_event(method: &str, path: &str, content_type: &str, body: &[u8]) -> String {
-    json!({
-        "version": "2.0",
-        "routeKey": format!("{method} {path}"),
-        "rawPath": path,
-        "rawQueryString": "",
-        "headers": {"content-type": content_type, "host": "abc123.execute-api.us-east-1.amazonaws.com"},
-        "requestContext": {
-            "accountId": "123456789012",
-            "apiId": "abc123",
-            "domainName": "abc123.execute-api.us-east-1.amazonaws.com",
-            "domainPrefix": "abc123",
-            "http": {"method": method, "path": path, "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1", "userAgent": "bench"},
-            "requestId": "req-1",
-            "routeKey": format!("{method} {path}"),
-            "stage": "$default",
-            "time": "29/Nov/2026:12:00:00 +0000",
-            "timeEpoch": 1764417600000u64
-        },
-        "body": base64_encode(body),
-        "isBase64Encoded": true
-    })
-    .to_string()
-}
-
-fn base64_encode(data: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for c in data.chunks(3) {
-        let n = (c[0] as u32) << 16
-            | (*c.get(1).unwrap_or(&0) as u32) << 8
-            | *c.get(2).unwrap_or(&0) as u32;
-        for i in 0..4 {
-            if i <= c.len() {
-                out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
 }

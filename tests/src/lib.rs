@@ -16,6 +16,7 @@ use std::process::{Child, Command, Stdio};
 use image::RgbImage;
 use serde::Deserialize;
 
+pub mod events;
 pub mod moto;
 
 /// What a failure caused by a missing piece tells the reader to do.

@@ -23,6 +23,7 @@ use twin_fn_api::ApiSettings;
 use twin_fn_dataset::DatasetFn;
 use twin_fn_ingest::Ingest;
 use twin_fn_train::TrainFn;
+use twin_tests::events::api_gateway_v2;
 use twin_tests::moto::Moto;
 use twin_tests::{data_dir, require_backbone};
 
@@ -237,50 +238,6 @@ fn sqs_event(messages: &[Message]) -> Value {
     json!({ "Records": records })
 }
 
-/// An API Gateway HTTP API (payload 2.0) request event.
-fn api_event(method: &str, path: &str, content_type: &str, body: &[u8]) -> String {
-    json!({
-        "version": "2.0",
-        "routeKey": format!("{method} {path}"),
-        "rawPath": path,
-        "rawQueryString": "",
-        "headers": {"content-type": content_type, "host": "abc123.execute-api.us-east-1.amazonaws.com", "x-api-key": "test-key"},
-        "requestContext": {
-            "accountId": "123456789012",
-            "apiId": "abc123",
-            "domainName": "abc123.execute-api.us-east-1.amazonaws.com",
-            "domainPrefix": "abc123",
-            "http": {"method": method, "path": path, "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1", "userAgent": "test"},
-            "requestId": "req-1",
-            "routeKey": format!("{method} {path}"),
-            "stage": "$default",
-            "time": "29/Nov/2026:12:00:00 +0000",
-            "timeEpoch": 1764417600000u64
-        },
-        "body": base64_encode(body),
-        "isBase64Encoded": true
-    })
-    .to_string()
-}
-
-fn base64_encode(data: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for c in data.chunks(3) {
-        let n = (c[0] as u32) << 16
-            | (*c.get(1).unwrap_or(&0) as u32) << 8
-            | *c.get(2).unwrap_or(&0) as u32;
-        for i in 0..4 {
-            if i <= c.len() {
-                out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 async fn api_call(router: &axum::Router, event: &str) -> (u16, Value) {
     let req = lambda_http::request::from_str(event).expect("an API Gateway v2 event");
     let res = router.clone().oneshot(req).await.unwrap();
@@ -400,8 +357,11 @@ async fn upload_to_match_through_the_real_handlers_and_redelivery_changes_nothin
         .unwrap()
         .expect("the api starts");
     let png = std::fs::read(data_dir().join("media/lin-manuel-miranda.png")).unwrap();
-    let (status, body) =
-        api_call(&router, &api_event("POST", "/v1/match", "image/png", &png)).await;
+    let (status, body) = api_call(
+        &router,
+        &api_gateway_v2("POST", "/v1/match", "image/png", &png, Some("test-key")),
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     let top = &body["faces"][0]["matches"][0];
     assert_eq!(top["slug"], "lin_manuel_miranda", "{body}");
@@ -477,11 +437,12 @@ async fn upload_to_match_through_the_real_handlers_and_redelivery_changes_nothin
         json!({"name": "Ada Lovelace", "content_type": "image/jpeg", "size": photo.len()});
     let (status, created) = api_call(
         &router,
-        &api_event(
+        &api_gateway_v2(
             "POST",
             "/v1/enrollments",
             "application/json",
             request.to_string().as_bytes(),
+            Some("test-key"),
         ),
     )
     .await;
