@@ -111,8 +111,11 @@ pub fn apply_ingest_messages(
     bodies: &[&str],
     lock: Option<&Mutex<()>>,
 ) -> (Vec<Result<(), StepError>>, Option<u64>) {
-    let applied = match dataset::load_current(store) {
-        Ok(s) => s.map(|s| s.manifest.applied_uploads).unwrap_or_default(),
+    // Read once: the uploads already in, and the version the batch starts from.
+    let (applied, before) = match dataset::load_current(store) {
+        Ok(s) => s
+            .map(|s| (s.manifest.applied_uploads, Some(s.manifest.version)))
+            .unwrap_or_default(),
         Err(e) => {
             let m = e.to_string();
             return (
@@ -155,17 +158,17 @@ pub fn apply_ingest_messages(
         }
     }
     let mut version = None;
+    let mut current = before;
     if !updates.is_empty() {
-        let before = dataset::load_current(store)
-            .ok()
-            .flatten()
-            .map(|s| s.manifest.version);
         let committed = {
             let _g = lock.map(|l| l.lock().unwrap_or_else(|p| p.into_inner()));
             dataset::commit(store, embedder.dim(), &updates)
         };
         match committed {
-            Ok(v) => version = (Some(v) != before).then_some(v),
+            Ok(v) => {
+                version = (Some(v) != before).then_some(v);
+                current = Some(v);
+            }
             Err(e) => {
                 let m = e.to_string();
                 return (
@@ -178,10 +181,6 @@ pub fn apply_ingest_messages(
             }
         }
     }
-    let current = dataset::load_current(store)
-        .ok()
-        .flatten()
-        .map(|s| s.manifest.version);
     for upload_id in indexed {
         if let Ok(Some(mut s)) = read_status(store, &upload_id) {
             if s.state == "cropped" {

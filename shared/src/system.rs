@@ -6,7 +6,7 @@
 //! recorded in `status/<upload-id>.json` before the next step starts, so a process killed in
 //! the middle picks the work up again when it is next opened.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
@@ -253,6 +253,35 @@ struct Serving {
     engine: Option<Embedder>,
     /// Slugs of its `scores` columns.
     labels: Vec<String>,
+    /// Column of each slug in `scores`.
+    columns: HashMap<String, usize>,
+}
+
+impl Serving {
+    /// The backbone alone.
+    fn backbone() -> Self {
+        Self::model(None, None, None, Vec::new())
+    }
+
+    fn model(
+        version: Option<u64>,
+        tag: Option<String>,
+        engine: Option<Embedder>,
+        labels: Vec<String>,
+    ) -> Self {
+        let columns = labels
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.clone(), i))
+            .collect();
+        Serving {
+            version,
+            tag,
+            engine,
+            labels,
+            columns,
+        }
+    }
 }
 
 /// Where model reloading stands.
@@ -397,12 +426,7 @@ impl System {
             photos,
             videos,
             embedder,
-            serving: RwLock::new(Arc::new(Serving {
-                version: None,
-                tag: None,
-                engine: None,
-                labels: Vec::new(),
-            })),
+            serving: RwLock::new(Arc::new(Serving::backbone())),
             reload: Mutex::new(ReloadState::default()),
             model_poll: config.model_poll,
             threads: config.threads,
@@ -441,12 +465,7 @@ impl System {
         let Some((version, tag)) = pointer else {
             if serving.version.is_some() {
                 tracing::warn!("models/CURRENT was removed: matching with the backbone alone");
-                self.swap_model(Serving {
-                    version: None,
-                    tag: None,
-                    engine: None,
-                    labels: Vec::new(),
-                });
+                self.swap_model(Serving::backbone());
             }
             return None;
         };
@@ -462,12 +481,12 @@ impl System {
         let started = std::time::Instant::now();
         match self.load_model(version) {
             Ok((engine, labels)) => {
-                self.swap_model(Serving {
-                    version: Some(version),
-                    tag: Some(tag),
-                    engine: Some(engine),
+                self.swap_model(Serving::model(
+                    Some(version),
+                    Some(tag),
+                    Some(engine),
                     labels,
-                });
+                ));
                 self.reload.lock().unwrap_or_else(|p| p.into_inner()).failed = None;
                 tracing::info!(
                     version,
@@ -611,12 +630,6 @@ impl System {
             .unwrap_or_else(|p| p.into_inner())
             .clone();
         let k = k.clamp(1, MAX_K);
-        let columns: std::collections::HashMap<&str, usize> = serving
-            .labels
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (s.as_str(), i))
-            .collect();
         let faces = faces
             .iter()
             .enumerate()
@@ -627,7 +640,7 @@ impl System {
                 let matches = match &scores {
                     Some(sc) => {
                         let row = &sc[i * serving.labels.len()..(i + 1) * serving.labels.len()];
-                        let head = |slug: &str| columns.get(slug).map(|&c| row[c]);
+                        let head = |slug: &str| serving.columns.get(slug).map(|&c| row[c]);
                         gallery.search_with_head(emb.row(i), k, &excluded, Some(&head))
                     }
                     None => gallery.search(emb.row(i), k, &excluded),
@@ -1061,15 +1074,22 @@ impl System {
         Ok(steps::train_due(&*self.store, min_new)?)
     }
 
+    /// Every readable enrollment status in the store (damaged records are skipped).
+    fn stored_statuses(&self) -> Result<Vec<EnrollmentStatus>, SystemError> {
+        let mut out = Vec::new();
+        for key in self.store.list("status/")? {
+            if let Some(obj) = self.store.get(&key)? {
+                if let Ok(s) = serde_json::from_slice::<EnrollmentStatus>(&obj.data) {
+                    out.push(s);
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Picks up enrollments a previous run left between steps.
     fn resume(&self) -> Result<(), SystemError> {
-        for key in self.store.list("status/")? {
-            let Some(obj) = self.store.get(&key)? else {
-                continue;
-            };
-            let Ok(s) = serde_json::from_slice::<EnrollmentStatus>(&obj.data) else {
-                continue;
-            };
+        for s in self.stored_statuses()? {
             match s.state.as_str() {
                 "uploaded" => {
                     if let Some(tx) = self
@@ -1095,13 +1115,7 @@ impl System {
     /// Finishes, here and now, enrollments a previous run left between steps (one-shot
     /// commands; the server resumes them in the background when it opens).
     pub fn resume_inline(&self) -> Result<u64, SystemError> {
-        for key in self.store.list("status/")? {
-            let Some(obj) = self.store.get(&key)? else {
-                continue;
-            };
-            let Ok(s) = serde_json::from_slice::<EnrollmentStatus>(&obj.data) else {
-                continue;
-            };
+        for s in self.stored_statuses()? {
             match s.state.as_str() {
                 "uploaded" => self.ingest(&s.upload_id)?,
                 "cropped" => self
@@ -1448,18 +1462,10 @@ impl System {
         let deadline = std::time::Instant::now() + timeout;
         while std::time::Instant::now() < deadline {
             let pending = self
-                .store
-                .list("status/")
+                .stored_statuses()
                 .unwrap_or_default()
                 .iter()
-                .any(|k| {
-                    self.store
-                        .get(k)
-                        .ok()
-                        .flatten()
-                        .and_then(|o| serde_json::from_slice::<EnrollmentStatus>(&o.data).ok())
-                        .is_some_and(|s| s.state == "uploaded" || s.state == "cropped")
-                });
+                .any(|s| s.state == "uploaded" || s.state == "cropped");
             if !pending && self.local_queue.as_ref().is_none_or(|q| q.is_empty()) {
                 return true;
             }
@@ -1663,16 +1669,7 @@ fn encode_png(img: &RgbImage) -> Result<Vec<u8>, SystemError> {
 }
 
 /// The upload key extension for a content type (`None`: not accepted).
-pub fn upload_extension(content_type: &str) -> Option<&'static str> {
-    extension_for(content_type)
-}
-
-/// Whether an upload extension is a video.
-pub fn is_video_extension(ext: &str) -> bool {
-    is_video(ext)
-}
-
-fn extension_for(content_type: &str) -> Option<&'static str> {
+pub fn extension_for(content_type: &str) -> Option<&'static str> {
     let base = content_type
         .split(';')
         .next()
@@ -1690,7 +1687,8 @@ fn extension_for(content_type: &str) -> Option<&'static str> {
     })
 }
 
-fn is_video(ext: &str) -> bool {
+/// Whether an upload extension is a video.
+pub fn is_video(ext: &str) -> bool {
     matches!(ext, "mp4" | "mov" | "webm")
 }
 

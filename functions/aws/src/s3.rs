@@ -112,6 +112,11 @@ impl S3Store {
     /// copied to a checked key). No error when absent.
     pub fn delete_unchecked(&self, key: &str) -> Result<(), AwsError> {
         check_raw_key(key)?;
+        Ok(self.delete_object(key)?)
+    }
+
+    /// Deletes the object at an already checked key (no error when absent).
+    fn delete_object(&self, key: &str) -> Result<(), StoreError> {
         let req = self.client.delete_object().bucket(&self.bucket).key(key);
         let key = key.to_string();
         self.bridge.run(async move {
@@ -119,7 +124,7 @@ impl S3Store {
                 Ok(_) => Ok(()),
                 Err(e) => match store_error(&key, e) {
                     StoreError::NotFound(_) => Ok(()),
-                    other => Err(other.into()),
+                    other => Err(other),
                 },
             }
         })
@@ -292,17 +297,7 @@ impl ObjectStore for S3Store {
 
     fn delete(&self, key: &str) -> Result<(), StoreError> {
         check_key(key)?;
-        let req = self.client.delete_object().bucket(&self.bucket).key(key);
-        let key = key.to_string();
-        self.bridge.run(async move {
-            match req.send().await {
-                Ok(_) => Ok(()),
-                Err(e) => match store_error(&key, e) {
-                    StoreError::NotFound(_) => Ok(()),
-                    other => Err(other),
-                },
-            }
-        })
+        self.delete_object(key)
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {

@@ -138,9 +138,8 @@ fn canonical(store: &S3Store, key: &str) -> Result<String, SystemError> {
         .to_ascii_lowercase();
     let stem = keys::slugify(stem);
     let name = format!(
-        "{}{}{}",
+        "{}-{}",
         if stem.is_empty() { "upload" } else { &stem },
-        "-",
         &content_tag(key.as_bytes())[..8]
     );
     let target = if ext.is_empty() {

@@ -321,14 +321,14 @@ async fn create_enrollment(
     let presign = match &st.config.signer {
         Some(signer) => {
             let content_type = body.content_type.clone().unwrap_or_default();
-            let ext = crate::system::upload_extension(&content_type).ok_or_else(|| {
+            let ext = crate::system::extension_for(&content_type).ok_or_else(|| {
                 ApiError::new(
                     StatusCode::UNSUPPORTED_MEDIA_TYPE,
                     "unsupported_media_type",
                     "say the upload's content_type: a video (video/mp4, video/quicktime, video/webm) or a photo (image/jpeg, image/png, image/webp)",
                 )
             })?;
-            let limit = if crate::system::is_video_extension(ext) {
+            let limit = if crate::system::is_video(ext) {
                 st.config.max_video_bytes
             } else {
                 st.config.max_photo_bytes
