@@ -8,6 +8,7 @@ use twin_core::embed::{ChipBatch, Embedder, EmbedderOptions};
 use twin_core::face::detect::{
     to_dlib_rect, BoxMapping, CascadeDetector, DetectorParams, DEFAULT_CASCADE,
 };
+use twin_core::face::pipeline::trim_to_image;
 use twin_core::face::ShapePredictor;
 
 fn main() {
@@ -33,7 +34,8 @@ fn main() {
         let mut dets = det.detect(&img).unwrap();
         if dets.is_empty() {
             let (padded, pad) = twin_core::face::pipeline::pad_image(&img, 0.5);
-            dets = det.detect(&padded).unwrap();
+            let scale = det.detection_scale(img.width().max(img.height()));
+            dets = det.detect_at(&padded, scale).unwrap();
             for d in &mut dets {
                 d.x -= pad as i64;
                 d.y -= pad as i64;
@@ -65,7 +67,8 @@ fn main() {
     let eval = |m: &BoxMapping| {
         let mut batch = ChipBatch::new();
         for (img, d, _) in &cases {
-            let lm = sp.predict(img, to_dlib_rect(d, m));
+            let rect = trim_to_image(to_dlib_rect(d, m), img.width(), img.height());
+            let lm = sp.predict(img, rect);
             batch.push(&twin_core::face::face_chip(img, &lm)).unwrap();
         }
         let out = emb.embed(&batch).unwrap();

@@ -173,21 +173,10 @@ fn matches_face_recognition_end_to_end() {
                     let d = distance(emb.row(i), &r.encoding);
                     println!("{name}: box overlap {overlap:.2}, distance {d:.4}");
                     distances.push(d);
-                    // Faces the cascade finds only once the photo is padded are cut by the
-                    // photo's edge; there a pixel of landmark difference moves the black
-                    // border inside the chip, and the bound is looser (see docs/FACES.md).
-                    let bound = if ours[i].source == FaceSource::Detected {
-                        0.1
-                    } else {
-                        0.12
-                    };
                     if ours[i].source != FaceSource::Detected {
-                        println!(
-                            "{name}: found through padding ({:?}); bound {bound}",
-                            ours[i].source
-                        );
+                        println!("{name}: found through padding ({:?})", ours[i].source);
                     }
-                    if d > bound {
+                    if d > 0.1 {
                         failures.push(format!("{name}: embedding {d:.4} from face_recognition's"));
                     }
                     if fr.len() == 1 && overlap < 0.5 {

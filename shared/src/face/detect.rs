@@ -137,14 +137,30 @@ impl CascadeDetector {
         if w == 0 || h == 0 {
             return Ok(Vec::new());
         }
-        let grey = grey_levels(img);
-        let src = Mat::new_rows_cols_with_data(h as i32, w as i32, &grey)?;
-        let longer = w.max(h);
-        let scale = if longer > self.params.max_side {
+        self.detect_at(img, self.detection_scale(w.max(h)))
+    }
+
+    /// The scale an image whose longer side is `longer` pixels is searched at: 1, or less to
+    /// bring the longer side down to `max_side`.
+    pub fn detection_scale(&self, longer: u32) -> f64 {
+        if longer > self.params.max_side {
             self.params.max_side as f64 / longer as f64
         } else {
             1.0
-        };
+        }
+    }
+
+    /// Every face the cascade finds in `img` searched at `scale` (at most 1), largest first.
+    /// A padded photo is searched at the scale of the photo itself, so that padding does not
+    /// coarsen the boxes.
+    pub fn detect_at(&self, img: &RgbImage, scale: f64) -> Result<Vec<Detection>, DetectError> {
+        let (w, h) = img.dimensions();
+        if w == 0 || h == 0 {
+            return Ok(Vec::new());
+        }
+        let scale = scale.clamp(f64::MIN_POSITIVE, 1.0);
+        let grey = grey_levels(img);
+        let src = Mat::new_rows_cols_with_data(h as i32, w as i32, &grey)?;
         let mut work = Mat::default();
         if scale < 1.0 {
             let size = Size::new(

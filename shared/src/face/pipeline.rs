@@ -132,7 +132,8 @@ impl FacePipeline {
         }
         if self.options.tight_crop_padding > 0.0 {
             let (padded, pad) = pad_image(img, self.options.tight_crop_padding);
-            let found = self.detector.detect(&padded)?;
+            let scale = self.detector.detection_scale(w.max(h));
+            let found = self.detector.detect_at(&padded, scale)?;
             if !found.is_empty() {
                 let p = pad as i64;
                 let unpadded = found.iter().map(|d| Detection {
