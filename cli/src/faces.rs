@@ -63,6 +63,9 @@ fn kind_of(path: &Path) -> anyhow::Result<Kind> {
     std::fs::File::open(path)
         .and_then(|f| f.take(16).read_to_end(&mut head))
         .with_context(|| format!("cannot read {}", path.display()))?;
+    if head.is_empty() {
+        bail!("{} is empty (0 bytes)", path.display());
+    }
     if video::sniff(&head).is_ok() {
         return Ok(Kind::Video);
     }
@@ -123,6 +126,9 @@ enum Report {
         width: u32,
         height: u32,
         faces: Vec<PhotoFace>,
+        /// Why no face was found (only when `faces` is empty).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        no_face: Option<String>,
     },
     Video {
         path: PathBuf,
@@ -146,20 +152,26 @@ fn photo(args: &FacesArgs, pipeline: &FacePipeline) -> anyhow::Result<Output> {
         chips.push((format!("face-{i}.png"), chip));
         faces.push(PhotoFace { face, measures });
     }
+    let no_face = faces.is_empty().then(|| pipeline.no_face_reason(&img));
     eprintln!(
-        "twin: {}: {}×{} photo, {} face{} ({:.2} s)",
+        "twin: {}: {}×{} photo, {} face{} ({:.2} s){}",
         args.input.display(),
         img.width(),
         img.height(),
         faces.len(),
         if faces.len() == 1 { "" } else { "s" },
-        start.elapsed().as_secs_f64()
+        start.elapsed().as_secs_f64(),
+        no_face
+            .as_deref()
+            .map(|r| format!(": {r}"))
+            .unwrap_or_default()
     );
     let report = Report::Photo {
         path: args.input.clone(),
         width: img.width(),
         height: img.height(),
         faces,
+        no_face,
     };
     Ok((report, chips))
 }

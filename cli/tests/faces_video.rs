@@ -227,6 +227,110 @@ fn bad_input_fails_clearly_and_writes_nothing() {
     refused(&photo, "twin: error: ");
 
     refused(&dir.path().join("missing.mp4"), "cannot read");
+
+    let text = dir.path().join("notes.mp4");
+    std::fs::write(&text, "a text file named like a video\n".repeat(50)).unwrap();
+    refused(
+        &text,
+        "is neither a photo (JPEG, PNG, WebP) nor a video (MP4, MOV, WebM)",
+    );
+    let text = dir.path().join("notes.jpg");
+    std::fs::write(&text, "not an image").unwrap();
+    refused(
+        &text,
+        "is neither a photo (JPEG, PNG, WebP) nor a video (MP4, MOV, WebM)",
+    );
+
+    let empty = dir.path().join("empty.jpg");
+    std::fs::write(&empty, b"").unwrap();
+    refused(&empty, "empty.jpg is empty (0 bytes)");
+
+    // A 30 000 × 30 000 PNG would need 2.7 GB once decoded; its header alone must refuse it.
+    let huge = dir.path().join("huge.png");
+    std::fs::write(&huge, png_header_only(30_000, 30_000)).unwrap();
+    refused(&huge, "the image is 30000×30000 pixels; at most");
+}
+
+#[test]
+fn a_photo_too_small_for_a_face_gives_no_face_and_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("faces");
+    let tiny = dir.path().join("tiny.png");
+    image::RgbImage::from_pixel(1, 1, image::Rgb([200, 160, 140]))
+        .save(&tiny)
+        .unwrap();
+    let out = twin(&[
+        "faces".as_ref(),
+        tiny.as_os_str(),
+        "--out".as_ref(),
+        out_dir.as_os_str(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report = json_line(&out);
+    assert_eq!(report["faces"].as_array().unwrap().len(), 0, "{report}");
+    assert_eq!(
+        report["no_face"],
+        "the photo is 1×1 pixels: too small to hold a face (at least 40 pixels on each side)"
+    );
+    assert!(!out_dir.join("face-0.png").exists());
+
+    // A plain grey picture of a face's size: no face, and the reason says so.
+    let grey = dir.path().join("grey.png");
+    image::RgbImage::from_pixel(200, 200, image::Rgb([128, 128, 128]))
+        .save(&grey)
+        .unwrap();
+    let out = twin(&["faces".as_ref(), grey.as_os_str()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report = json_line(&out);
+    assert_eq!(report["faces"].as_array().unwrap().len(), 0, "{report}");
+    assert!(
+        report["no_face"]
+            .as_str()
+            .unwrap()
+            .starts_with("no face was found"),
+        "{report}"
+    );
+}
+
+/// A PNG whose header announces `width` × `height` RGB pixels, followed by a few bytes of data.
+fn png_header_only(width: u32, height: u32) -> Vec<u8> {
+    fn chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
+        out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        let start = out.len();
+        out.extend_from_slice(kind);
+        out.extend_from_slice(data);
+        let crc = crc32(&out[start..]);
+        out.extend_from_slice(&crc.to_be_bytes());
+    }
+    let mut ihdr = Vec::new();
+    ihdr.extend_from_slice(&width.to_be_bytes());
+    ihdr.extend_from_slice(&height.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]); // 8 bits, RGB, deflate, no filter, no interlace
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    chunk(&mut png, b"IHDR", &ihdr);
+    chunk(
+        &mut png,
+        b"IDAT",
+        &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01],
+    );
+    chunk(&mut png, b"IEND", &[]);
+    png
+}
+
+/// CRC-32 as PNG chunks use it (polynomial 0xEDB88320).
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in bytes {
+        crc ^= b as u32;
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
 }
 
 #[test]

@@ -44,6 +44,9 @@ pub struct PipelineOptions {
     /// Largest side of an image that may be taken whole as a face when nothing is found
     /// (0 disables it).
     pub whole_image_max_side: u32,
+    /// Smallest side of an image that may be taken whole as a face: below it there is too
+    /// little of a face to cut a chip from.
+    pub whole_image_min_side: u32,
 }
 
 impl Default for PipelineOptions {
@@ -53,6 +56,7 @@ impl Default for PipelineOptions {
             detector: DetectorParams::default(),
             tight_crop_padding: 0.5,
             whole_image_max_side: 320,
+            whole_image_min_side: WHOLE_MIN_SIDE,
         }
     }
 }
@@ -146,7 +150,12 @@ impl FacePipeline {
                     .collect());
             }
         }
-        if whole_image && w.max(h) <= self.options.whole_image_max_side && is_squarish(w, h) {
+        if whole_image
+            && w.max(h) <= self.options.whole_image_max_side
+            && w.min(h) >= self.options.whole_image_min_side
+            && is_squarish(w, h)
+            && has_contrast(img)
+        {
             let rect = whole_image_rect(w, h);
             return Ok(vec![FoundFace {
                 bbox: [0, 0, w as i64, h as i64],
@@ -156,6 +165,19 @@ impl FacePipeline {
             }]);
         }
         Ok(Vec::new())
+    }
+
+    /// Why [`FacePipeline::find_faces`] found no face in `img`, in words for the user.
+    pub fn no_face_reason(&self, img: &RgbImage) -> String {
+        let (w, h) = img.dimensions();
+        let smallest = self.options.detector.min_face as u32;
+        if w.min(h) < smallest {
+            format!(
+                "the photo is {w}×{h} pixels: too small to hold a face (at least {smallest} pixels on each side)"
+            )
+        } else {
+            "no face was found: the face must be clearly visible, facing the camera".to_string()
+        }
     }
 
     /// Maps a detection to dlib's box and places the landmarks. Like dlib, the predictor and
@@ -215,6 +237,16 @@ pub fn pad_image_by(img: &RgbImage, pad: u32) -> (RgbImage, u32) {
     (out, pad)
 }
 
+/// Whether the grey levels of `img` vary enough to hold a face (a flat picture does not):
+/// standard deviation at least [`WHOLE_MIN_CONTRAST`].
+fn has_contrast(img: &RgbImage) -> bool {
+    let grey = super::detect::grey_levels(img);
+    let n = grey.len().max(1) as f64;
+    let mean = grey.iter().map(|&g| g as f64).sum::<f64>() / n;
+    let var = grey.iter().map(|&g| (g as f64 - mean).powi(2)).sum::<f64>() / n;
+    var.sqrt() >= WHOLE_MIN_CONTRAST
+}
+
 fn is_squarish(w: u32, h: u32) -> bool {
     let r = w as f64 / h as f64;
     (0.7..=1.45).contains(&r)
@@ -233,6 +265,11 @@ fn whole_image_rect(w: u32, h: u32) -> Rect {
     Rect::new(left, top, left + s - 1, top + s - 1)
 }
 
+/// Smallest side of a tight crop taken whole (the cascade's smallest face is 40 px).
+pub const WHOLE_MIN_SIDE: u32 = 48;
+/// Smallest standard deviation of the grey levels of a tight crop taken whole (faces in the
+/// face set have 30 or more).
+pub const WHOLE_MIN_CONTRAST: f64 = 12.0;
 /// Side of dlib's box relative to a tight crop's shorter side.
 const WHOLE_SCALE: f64 = 0.79;
 /// Centre of dlib's box down a tight crop, as a fraction of its height.
@@ -260,6 +297,23 @@ mod tests {
             "{r:?}"
         );
         assert_eq!(r.width(), 88);
+    }
+
+    #[test]
+    fn a_flat_picture_has_no_contrast() {
+        assert!(!has_contrast(&RgbImage::from_pixel(
+            100,
+            100,
+            Rgb([128, 128, 128])
+        )));
+        let stripes = RgbImage::from_fn(100, 100, |x, _| {
+            if (x / 10) % 2 == 0 {
+                Rgb([40, 40, 40])
+            } else {
+                Rgb([200, 200, 200])
+            }
+        });
+        assert!(has_contrast(&stripes));
     }
 
     #[test]
