@@ -270,7 +270,7 @@ fn a_photo_too_small_for_a_face_gives_no_face_and_the_reason() {
     assert_eq!(report["faces"].as_array().unwrap().len(), 0, "{report}");
     assert_eq!(
         report["no_face"],
-        "the photo is 1×1 pixels: too small to hold a face (at least 40 pixels on each side)"
+        "the photo is 1×1 pixels: too small to hold a face (at least 60 pixels on each side)"
     );
     assert!(!out_dir.join("face-0.png").exists());
 

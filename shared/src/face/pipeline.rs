@@ -265,7 +265,7 @@ fn whole_image_rect(w: u32, h: u32) -> Rect {
     Rect::new(left, top, left + s - 1, top + s - 1)
 }
 
-/// Smallest side of a tight crop taken whole (the cascade's smallest face is 40 px).
+/// Smallest side of a tight crop taken whole (a smaller picture holds too little of a face).
 pub const WHOLE_MIN_SIDE: u32 = 48;
 /// Smallest standard deviation of the grey levels of a tight crop taken whole (faces in the
 /// face set have 30 or more).
