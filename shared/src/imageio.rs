@@ -191,6 +191,49 @@ mod tests {
         );
     }
 
+    /// `jpeg` with an EXIF segment saying `orientation` inserted after its start marker.
+    fn with_exif_orientation(jpeg: &[u8], orientation: u16) -> Vec<u8> {
+        let mut exif = b"Exif\0\0MM\0\x2a\0\0\0\x08".to_vec(); // big-endian TIFF, IFD at 8
+        exif.extend_from_slice(&1u16.to_be_bytes()); // one entry
+        exif.extend_from_slice(&0x0112u16.to_be_bytes()); // Orientation
+        exif.extend_from_slice(&3u16.to_be_bytes()); // SHORT
+        exif.extend_from_slice(&1u32.to_be_bytes()); // one value
+        exif.extend_from_slice(&orientation.to_be_bytes());
+        exif.extend_from_slice(&[0, 0]); // value padding
+        exif.extend_from_slice(&0u32.to_be_bytes()); // no next IFD
+        let mut out = jpeg[..2].to_vec(); // SOI
+        out.extend_from_slice(&[0xff, 0xe1]);
+        out.extend_from_slice(&((exif.len() + 2) as u16).to_be_bytes());
+        out.extend_from_slice(&exif);
+        out.extend_from_slice(&jpeg[2..]);
+        out
+    }
+
+    #[test]
+    fn exif_orientation_is_applied() {
+        // 64×32: left half black, right half white.
+        let img = RgbImage::from_fn(64, 32, |x, _| {
+            if x < 32 {
+                image::Rgb([0, 0, 0])
+            } else {
+                image::Rgb([255, 255, 255])
+            }
+        });
+        let jpeg = encode(&img, ImageFormat::Jpeg);
+        let plain = decode(&jpeg, &Limits::default()).unwrap();
+        assert_eq!(plain.dimensions(), (64, 32));
+        // 6: the camera was turned; shown rotated 90° clockwise, the left half goes on top.
+        let turned = decode(&with_exif_orientation(&jpeg, 6), &Limits::default()).unwrap();
+        assert_eq!(turned.dimensions(), (32, 64));
+        assert!(turned.get_pixel(16, 8).0[0] < 40, "top is the black half");
+        assert!(turned.get_pixel(16, 56).0[0] > 215, "bottom is the white half");
+        // 3: upside down; the black half moves to the right.
+        let flipped = decode(&with_exif_orientation(&jpeg, 3), &Limits::default()).unwrap();
+        assert_eq!(flipped.dimensions(), (64, 32));
+        assert!(flipped.get_pixel(8, 16).0[0] > 215);
+        assert!(flipped.get_pixel(56, 16).0[0] < 40);
+    }
+
     #[test]
     fn refuses_images_over_the_limits() {
         let png = encode(&sample(), ImageFormat::Png);
