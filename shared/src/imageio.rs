@@ -226,7 +226,10 @@ mod tests {
         let turned = decode(&with_exif_orientation(&jpeg, 6), &Limits::default()).unwrap();
         assert_eq!(turned.dimensions(), (32, 64));
         assert!(turned.get_pixel(16, 8).0[0] < 40, "top is the black half");
-        assert!(turned.get_pixel(16, 56).0[0] > 215, "bottom is the white half");
+        assert!(
+            turned.get_pixel(16, 56).0[0] > 215,
+            "bottom is the white half"
+        );
         // 3: upside down; the black half moves to the right.
         let flipped = decode(&with_exif_orientation(&jpeg, 3), &Limits::default()).unwrap();
         assert_eq!(flipped.dimensions(), (64, 32));

@@ -286,3 +286,100 @@ fn a_single_person_video_without_the_identity_check_still_enrolls() {
     assert!(!report.identity_checked);
     assert!(!report.turned_left && !report.turned_right);
 }
+
+/// Runs the `ffmpeg` command line (Debian's `ffmpeg`, installed by scripts/setup).
+fn ffmpeg(args: &[&std::ffi::OsStr]) {
+    let out = std::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-y"])
+        .args(args)
+        .output()
+        .expect("ffmpeg is missing: run scripts/setup");
+    assert!(
+        out.status.success(),
+        "ffmpeg failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_phone_video_stored_sideways_with_a_rotation_tag_enrolls_upright() {
+    // Phones store a portrait video as sideways frames plus a display rotation. Made here from
+    // the clip: frames turned a quarter counter-clockwise, then tagged "rotate 90" (clockwise
+    // for display), so that a player shows it upright.
+    let dir = tempfile::tempdir().unwrap();
+    let sideways = dir.path().join("sideways.mp4");
+    let tagged = dir.path().join("tagged.mp4");
+    ffmpeg(&[
+        "-i".as_ref(),
+        media("short_hamilton_clip.mp4").as_os_str(),
+        "-vf".as_ref(),
+        "transpose=2".as_ref(),
+        "-an".as_ref(),
+        "-c:v".as_ref(),
+        "libx264".as_ref(),
+        "-preset".as_ref(),
+        "ultrafast".as_ref(),
+        "-qp".as_ref(),
+        "0".as_ref(), // lossless: the frames are the clip's, turned
+        sideways.as_os_str(),
+    ]);
+    ffmpeg(&[
+        "-i".as_ref(),
+        sideways.as_os_str(),
+        "-c".as_ref(),
+        "copy".as_ref(),
+        "-metadata:s:v:0".as_ref(),
+        "rotate=90".as_ref(),
+        tagged.as_os_str(),
+    ]);
+
+    let embedder = embedder();
+    let reference = photo_embedding(&embedder, "lin-manuel-miranda.png");
+    let pipeline = video_pipeline();
+    let report = enroll_video(
+        &tagged,
+        &pipeline,
+        Some(&embedder),
+        &EnrollOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        (report.video.width, report.video.height),
+        (640, 360),
+        "frames as displayed, not as stored"
+    );
+    assert!(report.kept.len() >= 20, "{} kept", report.kept.len());
+    let chips: Vec<&RgbImage> = report.kept.iter().map(|k| &k.chip).collect();
+    let max = embedder
+        .embed_chips(&chips)
+        .unwrap()
+        .iter()
+        .map(|e| embedding_distance(e, &reference))
+        .fold(0f32, f32::max);
+    println!(
+        "tagged sideways clip: {} frames sampled, {} kept, max distance to lin-manuel-miranda.png {max:.3}",
+        report.frames_sampled,
+        report.kept.len()
+    );
+    assert!(max < 0.6, "{max}");
+
+    // Without the tag the same frames are sideways, and the upright cascade finds nobody.
+    let e = enroll_video(
+        &sideways,
+        &pipeline,
+        Some(&embedder),
+        &EnrollOptions::default(),
+    )
+    .unwrap_err();
+    match e {
+        EnrollError::NotEnoughFrames {
+            kept,
+            ref rejected_by_reason,
+            ..
+        } => {
+            assert!(kept < 5, "{e}");
+            assert!(rejected_by_reason[&RejectReason::NoFace] > 80, "{e}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
