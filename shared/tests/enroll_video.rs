@@ -383,3 +383,21 @@ fn a_phone_video_stored_sideways_with_a_rotation_tag_enrolls_upright() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn a_face_far_from_the_camera_is_refused_as_too_small() {
+    // obama.jpg scaled so that the face is about 50 px: found, and refused for its size.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("far.mp4");
+    let small = scaled("obama.jpg", 160);
+    let mut frame = RgbImage::from_pixel(320, 240, image::Rgb([90, 90, 90]));
+    image::imageops::replace(&mut frame, &small, 80, 20);
+    write_video(&path, &frame, 10);
+    let e = refused(&path);
+    assert!(
+        e.to_string().starts_with(
+            "no usable face in the video (10 frames sampled; rejected: face_too_small 10)"
+        ),
+        "{e}"
+    );
+}

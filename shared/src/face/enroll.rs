@@ -73,8 +73,13 @@ impl FaceFinder for FacePipeline {
 /// the singer): 5 finds the most without false boxes taking over.
 pub const VIDEO_MIN_NEIGHBORS: i32 = 5;
 
+/// Smallest face the cascade looks for in a video frame: below the gate's
+/// [`quality::MIN_FACE_SIDE`], so that a face too far from the camera is found and refused as
+/// `face_too_small` (which tells the user what to change) rather than missed as `no_face`.
+pub const VIDEO_MIN_FACE: i32 = 40;
+
 /// Pipeline options for video frames: the default cascade and box mapping with
-/// [`VIDEO_MIN_NEIGHBORS`], without the padded search and the whole-image fallback (they are
+/// [`VIDEO_MIN_NEIGHBORS`] and [`VIDEO_MIN_FACE`], without the padded search and the whole-image fallback (they are
 /// for tight photo crops, and only cost time on frames without a face).
 pub fn video_pipeline_options() -> PipelineOptions {
     let mut options = PipelineOptions {
@@ -83,6 +88,7 @@ pub fn video_pipeline_options() -> PipelineOptions {
         ..PipelineOptions::default()
     };
     options.detector.min_neighbors = VIDEO_MIN_NEIGHBORS;
+    options.detector.min_face = VIDEO_MIN_FACE;
     options
 }
 
