@@ -121,11 +121,23 @@ fn landmarks_and_chips_match_dlib() {
         media.display()
     );
     let media = media.canonicalize().unwrap();
-    let test_images = media.join("test_images");
+    // The media folder and every folder below it (test_images/, knn_examples/...).
+    let mut folders = vec![media.clone()];
+    let mut i = 0;
+    while i < folders.len() {
+        let mut below: Vec<PathBuf> = std::fs::read_dir(&folders[i])
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.is_dir())
+            .collect();
+        below.sort();
+        folders.extend(below);
+        i += 1;
+    }
     assert!(
-        test_images.is_dir(),
-        "the reference photos are missing: {} is not a folder",
-        test_images.display()
+        folders.iter().any(|f| f.ends_with("test_images")),
+        "the reference photos are missing: no test_images folder under {}",
+        media.display()
     );
     let script = root.join("tests/reference/dlib_landmarks.py");
     let out = tempfile::tempdir().expect("temp dir");
@@ -135,8 +147,7 @@ fn landmarks_and_chips_match_dlib() {
         .arg(out.path())
         .arg("--model")
         .arg(&model)
-        .arg(&media)
-        .arg(&test_images)
+        .args(&folders)
         .output()
         .unwrap_or_else(|e| panic!("cannot run {} {}: {e}", python.display(), script.display()));
     assert!(
