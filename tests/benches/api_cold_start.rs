@@ -52,7 +52,7 @@ use twin_core::train::TrainOptions;
 use twin_fn_api::ApiSettings;
 use twin_tests::events::api_gateway_v2;
 use twin_tests::moto::{self, Moto};
-use twin_tests::{data_dir, repo_root, require_backbone, SETUP_HINT};
+use twin_tests::{data_dir, median, repo_root, require_backbone, SETUP_HINT};
 
 /// Cold starts.
 const RUNS: usize = 5;
@@ -215,16 +215,6 @@ fn ms(d: Duration) -> f64 {
 }
 
 /// Median (mean of the middle two for an even count).
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
 /// Imports [`GALLERY`] into the bucket, trains and promotes a model. Returns the gallery's crops,
 /// the model version and whether the gate promoted it.
 fn fill_bucket(aws: &twin_aws::Aws, models_dir: &Path, data: &Path) -> (usize, u64, bool) {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use image::RgbImage;
 use twin_core::embed::{ChipBatch, Embedder, EmbedderOptions};
-use twin_tests::{face_crops, load_chip, require_backbone, CutOptions, Oracle, SETUP_HINT};
+use twin_tests::{face_crops, load_chip, median, require_backbone, CutOptions, Oracle, SETUP_HINT};
 
 /// Chips timed (the first this many dlib finds; a multiple of 16).
 const CHIPS: usize = 64;
@@ -46,16 +46,6 @@ fn process_cpu_seconds() -> Option<f64> {
     // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
     let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
     Some(ticks as f64 / 100.0)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
 }
 
 fn embed_group(embedder: &Embedder, group: &[RgbImage]) {

@@ -20,7 +20,7 @@ use twin_core::embed::{ChipBatch, Embedder, EmbedderOptions};
 use twin_core::face::detect::set_opencv_threads;
 use twin_core::face::enroll::{enroll_video, video_pipeline_options, EnrollOptions};
 use twin_core::face::pipeline::{cut_chip, FacePipeline, PipelineOptions};
-use twin_tests::{data_dir, repo_root, require_backbone, SETUP_HINT};
+use twin_tests::{data_dir, median, repo_root, require_backbone, SETUP_HINT};
 
 /// Untimed runs per photo before timing, for both.
 const WARMUP: usize = 2;
@@ -34,16 +34,6 @@ const VIDEO_ROUNDS: usize = 3;
 struct Photo {
     label: String,
     path: PathBuf,
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
 }
 
 /// `img` scaled to cover `w`×`h` and cut to it around the centre.

@@ -32,7 +32,7 @@ use std::time::Instant;
 
 use serde_json::Value;
 use twin_core::gallery::{top_k_ip, top_k_ip_batch, top_k_isa, PackedRows};
-use twin_tests::{repo_root, SETUP_HINT};
+use twin_tests::{median, repo_root, SETUP_HINT};
 
 /// Vector length.
 const DIM: usize = 128;
@@ -123,17 +123,6 @@ fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_else(|_| "?".into())
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
 }
 
 fn mean(v: &[f64]) -> f64 {
@@ -356,7 +345,7 @@ fn row(n: usize, mode: &'static str, engine: String, kind: Kind, t: &Timing) -> 
         mode,
         engine,
         kind,
-        p50: median(&t.per_query_ms),
+        p50: median(t.per_query_ms.clone()),
         mean: mean(&t.per_query_ms),
         cpu_per_wall: (t.cpu_ms > 0.0).then(|| t.cpu_ms / t.wall_ms),
         agree: None,

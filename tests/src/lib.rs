@@ -445,3 +445,14 @@ impl CutJob {
         run
     }
 }
+
+/// The median of `v` (the mean of the two middle values for an even count); NaN sorts last.
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
