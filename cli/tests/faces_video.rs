@@ -270,7 +270,7 @@ fn a_photo_too_small_for_a_face_gives_no_face_and_the_reason() {
     assert_eq!(report["faces"].as_array().unwrap().len(), 0, "{report}");
     assert_eq!(
         report["no_face"],
-        "the photo is 1×1 pixels: too small to hold a face (at least 60 pixels on each side)"
+        "the photo is 1×1 pixels: too small to hold a face (at least 40 pixels on each side)"
     );
     assert!(!out_dir.join("face-0.png").exists());
 
@@ -290,6 +290,27 @@ fn a_photo_too_small_for_a_face_gives_no_face_and_the_reason() {
             .starts_with("no face was found"),
         "{report}"
     );
+}
+
+#[test]
+fn a_small_face_in_a_photo_is_still_found() {
+    // obama.jpg at 128 px wide on a larger grey background: a face of about 50 px, under the
+    // first search's smallest face, found by the second.
+    let dir = tempfile::tempdir().unwrap();
+    let photo = dir.path().join("small.png");
+    let obama = image::open(media("obama.jpg")).unwrap().to_rgb8();
+    let small = image::imageops::resize(&obama, 128, 160, image::imageops::FilterType::Triangle);
+    let mut canvas = image::RgbImage::from_pixel(480, 360, image::Rgb([90, 90, 90]));
+    image::imageops::replace(&mut canvas, &small, 160, 80);
+    canvas.save(&photo).unwrap();
+    let out = twin(&["faces".as_ref(), photo.as_os_str()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report = json_line(&out);
+    let faces = report["faces"].as_array().unwrap();
+    assert_eq!(faces.len(), 1, "{report}");
+    assert_eq!(faces[0]["source"], "detected");
+    let side = faces[0]["box"][2].as_i64().unwrap();
+    assert!((40..60).contains(&side), "box side {side}");
 }
 
 /// A PNG whose header announces `width` × `height` RGB pixels, followed by a few bytes of data.

@@ -43,9 +43,9 @@ pub struct DetectorParams {
     /// Overlapping raw detections needed to keep a face.
     pub min_neighbors: i32,
     /// Smallest face side searched, in pixels of the (possibly scaled-down) detection image.
-    /// 60 by default: the enrollment gate refuses smaller faces anyway, every face of the media
-    /// photos is larger, and the search costs about 40 % less than from 40 px (see
-    /// `docs/FACES.md`).
+    /// 60 by default: every face of the media photos is larger, and the search costs about
+    /// 40 % less than from 40 px (see `docs/FACES.md`); photos where nothing is found are
+    /// searched again from 40 px (`PipelineOptions::small_face`).
     pub min_face: i32,
     /// Images whose longer side exceeds this are scaled down to it before detection.
     pub max_side: u32,
@@ -157,6 +157,17 @@ impl CascadeDetector {
     /// A padded photo is searched at the scale of the photo itself, so that padding does not
     /// coarsen the boxes.
     pub fn detect_at(&self, img: &RgbImage, scale: f64) -> Result<Vec<Detection>, DetectError> {
+        self.detect_sized(img, scale, self.params.min_face)
+    }
+
+    /// Like [`CascadeDetector::detect_at`], looking for faces down to `min_face` pixels (of
+    /// the image searched) instead of the parameters' smallest face.
+    pub fn detect_sized(
+        &self,
+        img: &RgbImage,
+        scale: f64,
+        min_face: i32,
+    ) -> Result<Vec<Detection>, DetectError> {
         let (w, h) = img.dimensions();
         if w == 0 || h == 0 {
             return Ok(Vec::new());
@@ -190,7 +201,7 @@ impl CascadeDetector {
                 self.params.scale_factor,
                 self.params.min_neighbors,
                 0,
-                Size::new(self.params.min_face, self.params.min_face),
+                Size::new(min_face, min_face),
                 Size::new(0, 0),
             )?;
         }

@@ -83,6 +83,7 @@ pub const VIDEO_MIN_FACE: i32 = 40;
 /// for tight photo crops, and only cost time on frames without a face).
 pub fn video_pipeline_options() -> PipelineOptions {
     let mut options = PipelineOptions {
+        small_face: 0,
         tight_crop_padding: 0.0,
         whole_image_max_side: 0,
         ..PipelineOptions::default()

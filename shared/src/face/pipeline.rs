@@ -3,8 +3,11 @@
 //! [`FacePipeline::find_faces`] runs the cascade, maps each box to dlib's convention and places
 //! the 5 landmarks. Images that are already a tight face crop (a gallery's 112×112 or 150×150
 //! cuts) give the cascade too little context, so when nothing is found the image is padded and
-//! searched again, and a small, nearly square image with still nothing found is taken whole as
-//! the face. Every face says which of these paths found it ([`FaceSource`]).
+//! searched again. The first searches look for faces of the detector's `min_face` (60 px) and
+//! up; a photo where they find nothing is searched once more from
+//! [`PipelineOptions::small_face`] (40 px). A small, nearly square image with still nothing
+//! found is taken whole as the face. Every face says which of these paths found it
+//! ([`FaceSource`]).
 
 use std::path::{Path, PathBuf};
 
@@ -38,8 +41,12 @@ pub struct PipelineOptions {
     pub cascade: PathBuf,
     /// Cascade parameters.
     pub detector: DetectorParams,
+    /// When nothing is found, even in the padded photo, the photo is searched again for faces
+    /// down to this many pixels (0 disables it): the first search stops at the detector's
+    /// larger `min_face`, which costs less on every photo with a face of ordinary size.
+    pub small_face: i32,
     /// Padding added on each side when nothing is found, as a fraction of the image side
-    /// (0 disables the second search).
+    /// (0 disables the padded search).
     pub tight_crop_padding: f64,
     /// Largest side of an image that may be taken whole as a face when nothing is found
     /// (0 disables it).
@@ -54,6 +61,7 @@ impl Default for PipelineOptions {
         PipelineOptions {
             cascade: PathBuf::from(DEFAULT_CASCADE),
             detector: DetectorParams::default(),
+            small_face: SMALL_FACE,
             tight_crop_padding: 0.5,
             whole_image_max_side: 320,
             whole_image_min_side: WHOLE_MIN_SIDE,
@@ -123,20 +131,17 @@ impl FacePipeline {
         img: &RgbImage,
         whole_image: bool,
     ) -> Result<Vec<FoundFace>, PipelineError> {
-        let found = self.detector.detect(img)?;
-        if !found.is_empty() {
-            return Ok(found
-                .iter()
-                .map(|d| self.place(img, d, FaceSource::Detected))
-                .collect());
-        }
         let (w, h) = img.dimensions();
         if w == 0 || h == 0 {
             return Ok(Vec::new());
         }
+        let scale = self.detector.detection_scale(w.max(h));
+        let found = self.detector.detect_at(img, scale)?;
+        if !found.is_empty() {
+            return Ok(self.place_all(img, &found));
+        }
         if self.options.tight_crop_padding > 0.0 {
             let (padded, pad) = pad_image(img, self.options.tight_crop_padding);
-            let scale = self.detector.detection_scale(w.max(h));
             let found = self.detector.detect_at(&padded, scale)?;
             if !found.is_empty() {
                 let p = pad as i64;
@@ -148,6 +153,15 @@ impl FacePipeline {
                 return Ok(unpadded
                     .map(|d| self.place(img, &d, FaceSource::Padded))
                     .collect());
+            }
+        }
+        // After the padded search: in a tight crop a box this small is more often something
+        // else than the face the padding finds.
+        let small = self.options.small_face;
+        if small > 0 && small < self.options.detector.min_face {
+            let found = self.detector.detect_sized(img, scale, small)?;
+            if !found.is_empty() {
+                return Ok(self.place_all(img, &found));
             }
         }
         if whole_image
@@ -170,7 +184,10 @@ impl FacePipeline {
     /// Why [`FacePipeline::find_faces`] found no face in `img`, in words for the user.
     pub fn no_face_reason(&self, img: &RgbImage) -> String {
         let (w, h) = img.dimensions();
-        let smallest = self.options.detector.min_face as u32;
+        let smallest = match self.options.small_face {
+            n if n > 0 => n.min(self.options.detector.min_face),
+            _ => self.options.detector.min_face,
+        } as u32;
         if w.min(h) < smallest {
             format!(
                 "the photo is {w}×{h} pixels: too small to hold a face (at least {smallest} pixels on each side)"
@@ -178,6 +195,14 @@ impl FacePipeline {
         } else {
             "no face was found: the face must be clearly visible, facing the camera".to_string()
         }
+    }
+
+    /// [`FacePipeline::place`] for faces found in the photo as given.
+    fn place_all(&self, img: &RgbImage, found: &[Detection]) -> Vec<FoundFace> {
+        found
+            .iter()
+            .map(|d| self.place(img, d, FaceSource::Detected))
+            .collect()
     }
 
     /// Maps a detection to dlib's box and places the landmarks. Like dlib, the predictor and
@@ -265,6 +290,8 @@ fn whole_image_rect(w: u32, h: u32) -> Rect {
     Rect::new(left, top, left + s - 1, top + s - 1)
 }
 
+/// Smallest face looked for when a photo shows none of the detector's `min_face` or more.
+pub const SMALL_FACE: i32 = 40;
 /// Smallest side of a tight crop taken whole (a smaller picture holds too little of a face).
 pub const WHOLE_MIN_SIDE: u32 = 48;
 /// Smallest standard deviation of the grey levels of a tight crop taken whole (faces in the
