@@ -52,7 +52,7 @@ use twin_core::train::TrainOptions;
 use twin_fn_api::ApiSettings;
 use twin_tests::events::api_gateway_v2;
 use twin_tests::moto::{self, Moto};
-use twin_tests::{data_dir, median, repo_root, require_backbone, SETUP_HINT};
+use twin_tests::{bench_requested, data_dir, median, repo_root, require_backbone, SETUP_HINT};
 
 /// Cold starts.
 const RUNS: usize = 5;
@@ -73,11 +73,7 @@ const IN_PROCESS: usize = 3;
 const FUNCTION_ARN: &str = "arn:aws:lambda:us-east-1:123456789012:function:twin-api";
 
 fn main() {
-    // `cargo test --benches` runs bench targets without `--bench`: nothing to check there.
-    if !std::env::args().any(|a| a == "--bench") {
-        println!(
-            "api_cold_start: a benchmark; run it with `cargo bench -p twin-tests --bench api_cold_start`"
-        );
+    if !bench_requested("api_cold_start") {
         return;
     }
     let backbone = require_backbone();

@@ -10,7 +10,10 @@ use std::time::{Duration, Instant};
 
 use image::RgbImage;
 use twin_core::embed::{ChipBatch, Embedder, EmbedderOptions};
-use twin_tests::{face_crops, load_chip, median, require_backbone, CutOptions, Oracle, SETUP_HINT};
+use twin_tests::{
+    bench_requested, face_crops, load_chip, median, require_backbone, CutOptions, Oracle,
+    SETUP_HINT,
+};
 
 /// Chips timed (the first this many dlib finds; a multiple of 16).
 const CHIPS: usize = 64;
@@ -95,9 +98,7 @@ fn time_ours(embedder: &Embedder, chips: &[RgbImage], batch: usize) -> Row {
 }
 
 fn main() {
-    // `cargo test --benches` runs bench targets without `--bench`: nothing to check there.
-    if !std::env::args().any(|a| a == "--bench") {
-        println!("embed: a benchmark; run it with `cargo bench -p twin-tests --bench embed`");
+    if !bench_requested("embed") {
         return;
     }
 

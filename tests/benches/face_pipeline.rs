@@ -20,7 +20,7 @@ use twin_core::embed::{ChipBatch, Embedder, EmbedderOptions};
 use twin_core::face::detect::set_opencv_threads;
 use twin_core::face::enroll::{enroll_video, video_pipeline_options, EnrollOptions};
 use twin_core::face::pipeline::{cut_chip, FacePipeline, PipelineOptions};
-use twin_tests::{data_dir, median, repo_root, require_backbone, SETUP_HINT};
+use twin_tests::{bench_requested, data_dir, median, repo_root, require_backbone, SETUP_HINT};
 
 /// Untimed runs per photo before timing, for both.
 const WARMUP: usize = 2;
@@ -99,6 +99,9 @@ fn pin_to_one_cpu() -> bool {
 }
 
 fn main() {
+    if !bench_requested("face_pipeline") {
+        return;
+    }
     let pinned = pin_to_one_cpu();
     set_opencv_threads(1).expect("OpenCV threads");
     let root = repo_root();

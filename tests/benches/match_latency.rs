@@ -22,7 +22,7 @@ use twin_core::face::pipeline::{cut_chip, FacePipeline, PipelineOptions};
 use twin_core::gallery::Gallery;
 use twin_core::imageio::{self, Limits};
 use twin_core::system::{System, SystemConfig, MAX_PHOTO_BYTES};
-use twin_tests::{data_dir, require_backbone, SETUP_HINT};
+use twin_tests::{bench_requested, data_dir, require_backbone, SETUP_HINT};
 
 /// Timed calls.
 const CALLS: usize = 50;
@@ -103,11 +103,7 @@ fn vm_hwm_mb() -> Option<f64> {
 }
 
 fn main() {
-    // `cargo test --benches` runs bench targets without `--bench`: nothing to check there.
-    if !std::env::args().any(|a| a == "--bench") {
-        println!(
-            "match_latency: a benchmark; run it with `cargo bench -p twin-tests --bench match_latency`"
-        );
+    if !bench_requested("match_latency") {
         return;
     }
     let backbone = require_backbone();

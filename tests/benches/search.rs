@@ -32,7 +32,7 @@ use std::time::Instant;
 
 use serde_json::Value;
 use twin_core::gallery::{top_k_ip, top_k_ip_batch, top_k_isa, PackedRows};
-use twin_tests::{median, repo_root, SETUP_HINT};
+use twin_tests::{bench_requested, median, repo_root, SETUP_HINT};
 
 /// Vector length.
 const DIM: usize = 128;
@@ -543,9 +543,7 @@ fn bench_size(
 }
 
 fn main() {
-    // `cargo test --benches` runs bench targets without `--bench`: nothing to check there.
-    if !std::env::args().any(|a| a == "--bench") {
-        println!("search: a benchmark; run it with `cargo bench -p twin-tests --bench search`");
+    if !bench_requested("search") {
         return;
     }
     let start = Instant::now();

@@ -18,9 +18,12 @@ use twin_core::models;
 use twin_core::store::{Condition, LocalStore, ObjectStore};
 use twin_core::system::{System, SystemConfig};
 use twin_core::train::{self, TrainOptions};
-use twin_tests::{data_dir, require_backbone, SETUP_HINT};
+use twin_tests::{bench_requested, data_dir, require_backbone, SETUP_HINT};
 
 fn main() {
+    if !bench_requested("train") {
+        return;
+    }
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);

@@ -456,3 +456,14 @@ pub fn median(mut v: Vec<f64>) -> f64 {
         (v[n / 2 - 1] + v[n / 2]) / 2.0
     }
 }
+
+/// Whether this bench target was started by `cargo bench` (which passes `--bench`).
+/// `cargo test --benches` runs bench targets without it: then there is nothing to check, and
+/// this says how to run the benchmark `name` instead.
+pub fn bench_requested(name: &str) -> bool {
+    let requested = std::env::args().any(|a| a == "--bench");
+    if !requested {
+        println!("{name}: a benchmark; run it with `cargo bench -p twin-tests --bench {name}`");
+    }
+    requested
+}

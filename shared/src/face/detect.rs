@@ -136,11 +136,7 @@ impl CascadeDetector {
 
     /// Every face the cascade finds, largest first.
     pub fn detect(&self, img: &RgbImage) -> Result<Vec<Detection>, DetectError> {
-        let (w, h) = img.dimensions();
-        if w == 0 || h == 0 {
-            return Ok(Vec::new());
-        }
-        self.detect_at(img, self.detection_scale(w.max(h)))
+        self.detect_at(img, self.detection_scale(img.width().max(img.height())))
     }
 
     /// The scale an image whose longer side is `longer` pixels is searched at: 1, or less to

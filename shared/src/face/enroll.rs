@@ -40,8 +40,6 @@ pub const DEFAULT_MAX_KEPT: usize = 30;
 /// missed the face, and asking for another beats enrolling from a handful.
 pub const DEFAULT_MIN_KEPT: usize = 5;
 
-/// Chips per embedding batch in the identity check.
-
 /// What enrollment needs from face detection: the faces in a frame and their chips.
 /// [`FacePipeline`] is the real one; tests use fakes.
 pub trait FaceFinder {
@@ -79,8 +77,9 @@ pub const VIDEO_MIN_NEIGHBORS: i32 = 5;
 pub const VIDEO_MIN_FACE: i32 = 40;
 
 /// Pipeline options for video frames: the default cascade and box mapping with
-/// [`VIDEO_MIN_NEIGHBORS`] and [`VIDEO_MIN_FACE`], without the padded search and the whole-image fallback (they are
-/// for tight photo crops, and only cost time on frames without a face).
+/// [`VIDEO_MIN_NEIGHBORS`] and [`VIDEO_MIN_FACE`], without the padded search, the small-face
+/// search and the whole-image fallback (they are for photos, and only cost time on frames
+/// without a face).
 pub fn video_pipeline_options() -> PipelineOptions {
     let mut options = PipelineOptions {
         small_face: 0,

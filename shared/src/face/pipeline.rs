@@ -23,7 +23,7 @@ use super::{face_chip, Point, Rect, ShapePredictor, ShapePredictorError};
 pub const SHAPE_PREDICTOR_FILE: &str = "shape_predictor_5_face_landmarks.dat";
 
 /// How a face was found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FaceSource {
     /// The cascade found it in the image as given.
