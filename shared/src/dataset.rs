@@ -137,7 +137,16 @@ pub fn load_current(store: &dyn ObjectStore) -> Result<Option<Snapshot>, Dataset
     Ok(read_current(store)?.map(|(s, _)| s))
 }
 
-fn read_current(store: &dyn ObjectStore) -> Result<Option<(Snapshot, String)>, DatasetError> {
+/// Reads the current version's manifest only, if any: for callers that need the identities,
+/// the applied uploads or the version number and not the embeddings.
+pub fn load_current_manifest(store: &dyn ObjectStore) -> Result<Option<Manifest>, DatasetError> {
+    current_version(store)?
+        .map(|(n, _)| load_manifest(store, n))
+        .transpose()
+}
+
+/// The version `dataset/CURRENT` names, with the pointer's tag.
+fn current_version(store: &dyn ObjectStore) -> Result<Option<(u64, String)>, DatasetError> {
     let Some(ptr) = store.get(DATASET_CURRENT)? else {
         return Ok(None);
     };
@@ -146,11 +155,17 @@ fn read_current(store: &dyn ObjectStore) -> Result<Option<(Snapshot, String)>, D
         version: 0,
         message: format!("CURRENT holds {:?}", text.trim()),
     })?;
-    Ok(Some((load_version(store, n)?, ptr.tag)))
+    Ok(Some((n, ptr.tag)))
 }
 
-/// Reads version `n`.
-pub fn load_version(store: &dyn ObjectStore, n: u64) -> Result<Snapshot, DatasetError> {
+fn read_current(store: &dyn ObjectStore) -> Result<Option<(Snapshot, String)>, DatasetError> {
+    current_version(store)?
+        .map(|(n, tag)| Ok((load_version(store, n)?, tag)))
+        .transpose()
+}
+
+/// Reads version `n`'s manifest, checked to add up.
+pub fn load_manifest(store: &dyn ObjectStore, n: u64) -> Result<Manifest, DatasetError> {
     let corrupt = |m: String| DatasetError::Corrupt {
         version: n,
         message: m,
@@ -163,6 +178,17 @@ pub fn load_version(store: &dyn ObjectStore, n: u64) -> Result<Snapshot, Dataset
     if manifest.version != n || rows != manifest.rows {
         return Err(corrupt("its manifest does not add up".into()));
     }
+    Ok(manifest)
+}
+
+/// Reads version `n`.
+pub fn load_version(store: &dyn ObjectStore, n: u64) -> Result<Snapshot, DatasetError> {
+    let corrupt = |m: String| DatasetError::Corrupt {
+        version: n,
+        message: m,
+    };
+    let manifest = load_manifest(store, n)?;
+    let rows = manifest.rows;
     let bin = store
         .get(&embeddings_key(n))?
         .ok_or_else(|| corrupt("its embeddings are missing".into()))?;

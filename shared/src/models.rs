@@ -207,7 +207,9 @@ pub fn read_labels(store: &dyn ObjectStore, n: u64) -> Result<Labels, ModelError
 
 /// Points `models/CURRENT` at version `n` (promotion or rollback): `n` must be complete.
 pub fn promote(store: &dyn ObjectStore, n: u64) -> Result<(), ModelError> {
-    if read_metrics(store, n)?.is_none() || store.get(&model_key(n))?.is_none() {
+    // Listed, not read: the model is backbone-sized.
+    let model = model_key(n);
+    if read_metrics(store, n)?.is_none() || !store.list(&format!("models/{n}/"))?.contains(&model) {
         return Err(ModelError::NotFound(format!(
             "there is no complete model {n}"
         )));
@@ -257,15 +259,18 @@ pub fn train_and_gate(
     };
     let baseline = train::evaluate(&split.held, d, c, &|x| proto_head.scores(x));
     let previous = match &before {
-        Some((n, _)) => previous_head(store, *n).map(|(h, seen)| {
-            let unseen = split.held.filter(|k| !seen.contains(k));
-            let scorer = train::previous_scorer(&split, &protos, &h);
-            PreviousMetrics {
-                version: *n,
-                held_out: train::evaluate(&unseen, d, c, &scorer),
-                new_model: train::evaluate(&unseen, d, c, &|x| head.scores(x)),
-            }
-        }),
+        // A serving model over embeddings of another size cannot score these crops.
+        Some((n, _)) => previous_head(store, *n)
+            .filter(|(h, _)| h.dim == split.dim)
+            .map(|(h, seen)| {
+                let unseen = split.held.filter(|k| !seen.contains(k));
+                let scorer = train::previous_scorer(&split, &protos, &h);
+                PreviousMetrics {
+                    version: *n,
+                    held_out: train::evaluate(&unseen, d, c, &scorer),
+                    new_model: train::evaluate(&unseen, d, c, &|x| head.scores(x)),
+                }
+            }),
         None => None,
     };
     let (promote_it, reason) = gate(&model, &baseline, previous.as_ref());

@@ -112,9 +112,9 @@ pub fn apply_ingest_messages(
     lock: Option<&Mutex<()>>,
 ) -> (Vec<Result<(), StepError>>, Option<u64>) {
     // Read once: the uploads already in, and the version the batch starts from.
-    let (applied, before) = match dataset::load_current(store) {
-        Ok(s) => s
-            .map(|s| (s.manifest.applied_uploads, Some(s.manifest.version)))
+    let (applied, before) = match dataset::load_current_manifest(store) {
+        Ok(m) => m
+            .map(|m| (m.applied_uploads, Some(m.version)))
             .unwrap_or_default(),
         Err(e) => {
             let m = e.to_string();
@@ -223,8 +223,8 @@ pub fn train_due(
     store: &dyn ObjectStore,
     min_new: usize,
 ) -> Result<Option<TrainRequest>, StepError> {
-    let Some(snapshot) =
-        dataset::load_current(store).map_err(|e| StepError::Failed(e.to_string()))?
+    let Some(manifest) =
+        dataset::load_current_manifest(store).map_err(|e| StepError::Failed(e.to_string()))?
     else {
         return Ok(None);
     };
@@ -235,15 +235,14 @@ pub fn train_due(
                 .unwrap_or_default(),
             None => HashSet::new(),
         };
-    let new = snapshot
-        .manifest
+    let new = manifest
         .identities
         .iter()
         .filter(|i| !known.contains(&i.slug))
         .count();
     Ok((new >= min_new.max(1)).then(|| TrainRequest {
         v: MESSAGE_VERSION,
-        dataset_version: snapshot.manifest.version,
+        dataset_version: manifest.version,
         reason: format!("{new} identities are not in the promoted model"),
     }))
 }

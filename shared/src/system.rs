@@ -1064,8 +1064,8 @@ impl System {
         let display_name = keys::display_name(&words.join(" "))?;
         let slug = keys::slugify(&display_name);
         keys::check_slug(&slug)?;
-        let known = dataset::load_current(&*self.store)?
-            .and_then(|s| s.manifest.identity(&slug).map(|i| i.display_name.clone()));
+        let known = dataset::load_current_manifest(&*self.store)?
+            .and_then(|m| m.identity(&slug).map(|i| i.display_name.clone()));
         Ok((known.unwrap_or(display_name), slug))
     }
 
@@ -1130,14 +1130,14 @@ impl System {
 
     /// A page of the gallery, by slug.
     pub fn identities(&self, offset: usize, limit: usize) -> Result<IdentityPage, SystemError> {
-        let snap = dataset::load_current(&*self.store)?;
+        let manifest = dataset::load_current_manifest(&*self.store)?;
         let erasing = self
             .erasing
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        let all: Vec<IdentityInfo> = snap
-            .map(|s| s.manifest.identities)
+        let all: Vec<IdentityInfo> = manifest
+            .map(|m| m.identities)
             .unwrap_or_default()
             .into_iter()
             .filter(|i| !erasing.contains(&i.slug))
@@ -1168,8 +1168,8 @@ impl System {
         {
             return Err(not_found());
         }
-        let snap = dataset::load_current(&*self.store)?.ok_or_else(not_found)?;
-        snap.manifest
+        let manifest = dataset::load_current_manifest(&*self.store)?.ok_or_else(not_found)?;
+        manifest
             .identity(slug)
             .cloned()
             .map(info)
@@ -1439,8 +1439,8 @@ impl System {
 
     /// The uploads the current dataset version includes.
     fn applied_uploads(&self) -> Result<BTreeSet<String>, SystemError> {
-        Ok(dataset::load_current(&*self.store)?
-            .map(|s| s.manifest.applied_uploads)
+        Ok(dataset::load_current_manifest(&*self.store)?
+            .map(|m| m.applied_uploads)
             .unwrap_or_default())
     }
 

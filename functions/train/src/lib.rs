@@ -97,9 +97,9 @@ impl TrainFn {
         let backbone = self.backbone.clone();
         let threads = self.threads;
         tokio::task::spawn_blocking(move || {
-            let current = twin_core::dataset::load_current(&store)
+            let current = twin_core::dataset::load_current_manifest(&store)
                 .map_err(|e| TrainError(e.to_string()))?
-                .map(|s| s.manifest.version);
+                .map(|m| m.version);
             let Some(current) = current else {
                 return Ok(json!({"trained": false, "reason": "there is no dataset yet"}));
             };

@@ -47,12 +47,12 @@ pub fn compose(
             weights.len()
         )));
     }
-    let model =
+    let mut model =
         ModelProto::parse_from_bytes(backbone).map_err(|e| HeadError::Decode(e.to_string()))?;
+    // Taken, not cloned: the graph holds every backbone weight.
     let graph = model
         .graph
-        .clone()
-        .into_option()
+        .take()
         .ok_or_else(|| HeadError::Decode("the model has no graph".into()))?;
     if !graph.output.iter().any(|o| o.name == EMBEDDING_OUTPUT) {
         return Err(HeadError::Shape(format!(
