@@ -701,15 +701,11 @@ impl System {
                 "{content_type:?} is not accepted: send a video (mp4, mov, webm) or a photo (jpeg, png, webp)"
             ))
         })?;
-        let limit = if is_video(ext) {
-            MAX_VIDEO_BYTES
-        } else {
-            MAX_PHOTO_BYTES
-        };
+        let limit = upload_limit(ext);
         if bytes.len() > limit {
-            return Err(SystemError::TooLarge(format!(
-                "the upload is {} bytes; at most {limit} are accepted",
-                bytes.len()
+            return Err(SystemError::TooLarge(too_large_message(
+                bytes.len() as u64,
+                limit,
             )));
         }
         if bytes.is_empty() {
@@ -803,24 +799,11 @@ impl System {
         let Some(obj) = self.store.get(&key)? else {
             return self.fail(status, "the upload is missing".into());
         };
-        let ext = key.rsplit('.').next().unwrap_or("").to_ascii_lowercase();
-        let ext = match ext.as_str() {
-            "jpeg" => "jpg",
-            e => e,
-        };
-        let limit = if is_video(ext) {
-            MAX_VIDEO_BYTES
-        } else {
-            MAX_PHOTO_BYTES
-        };
+        // Not a known type: read as a photo, which then fails to decode with its reason.
+        let ext = upload_extension(&key).unwrap_or("");
+        let limit = upload_limit(ext);
         if obj.data.len() > limit {
-            return self.fail(
-                status,
-                format!(
-                    "the upload is {} bytes; at most {limit} are accepted",
-                    obj.data.len()
-                ),
-            );
+            return self.fail(status, too_large_message(obj.data.len() as u64, limit));
         }
         let mut chips: Vec<(u64, RgbImage)> = Vec::new();
         let mut rejected: BTreeMap<String, u32> = BTreeMap::new();
@@ -993,7 +976,7 @@ impl System {
                             _ => return Ok(st),
                         }
                         if let Some(n) = too_large {
-                            self.fail(st, too_large_message(n))?;
+                            self.fail(st, too_large_message(n, MAX_VIDEO_BYTES))?;
                         } else {
                             self.ingest(id)?;
                         }
@@ -1010,15 +993,6 @@ impl System {
                 return Ok(st);
             }
         } else {
-            let ext = file
-                .rsplit_once('.')
-                .map(|(_, e)| e.to_ascii_lowercase())
-                .unwrap_or_default();
-            let ext = if ext == "jpeg" {
-                "jpg".to_string()
-            } else {
-                ext
-            };
             let mut st = EnrollmentStatus {
                 upload_id: upload_id.clone(),
                 slug,
@@ -1027,14 +1001,18 @@ impl System {
                 source_key: Some(key.to_string()),
                 ..Default::default()
             };
-            if !matches!(
-                ext.as_str(),
-                "mp4" | "mov" | "webm" | "jpg" | "png" | "webp"
-            ) {
-                st.state = "failed".into();
-                st.error = Some(format!(
+            // Refused from its name and size alone, without reading it.
+            let refused = match upload_extension(file) {
+                None => Some(format!(
                     "{file:?} is not a video (mp4, mov, webm) or a photo (jpeg, png, webp)"
-                ));
+                )),
+                Some(ext) => size
+                    .filter(|&n| n > upload_limit(ext) as u64)
+                    .map(|n| too_large_message(n, upload_limit(ext))),
+            };
+            if let Some(reason) = refused {
+                st.state = "failed".into();
+                st.error = Some(reason);
             }
             match self.save_status(&st, Condition::IfAbsent) {
                 Ok(()) | Err(SystemError::Conflict(_)) => {}
@@ -1475,8 +1453,8 @@ impl System {
     }
 }
 
-fn too_large_message(n: u64) -> String {
-    format!("the upload is {n} bytes; at most {MAX_VIDEO_BYTES} are accepted")
+fn too_large_message(n: u64, limit: usize) -> String {
+    format!("the upload is {n} bytes; at most {limit} are accepted")
 }
 
 fn model_name(version: Option<u64>) -> String {
@@ -1690,6 +1668,30 @@ pub fn extension_for(content_type: &str) -> Option<&'static str> {
 /// Whether an upload extension is a video.
 pub fn is_video(ext: &str) -> bool {
     matches!(ext, "mp4" | "mov" | "webm")
+}
+
+/// The upload type a file name stands for: its extension in lower case, `jpeg` as `jpg`;
+/// `None` unless a video (mp4, mov, webm) or a photo (jpg, png, webp).
+pub fn upload_extension(name: &str) -> Option<&'static str> {
+    let (_, ext) = name.rsplit_once('.')?;
+    Some(match ext.to_ascii_lowercase().as_str() {
+        "mp4" => "mp4",
+        "mov" => "mov",
+        "webm" => "webm",
+        "jpg" | "jpeg" => "jpg",
+        "png" => "png",
+        "webp" => "webp",
+        _ => return None,
+    })
+}
+
+/// The most bytes an upload of type `ext` may have.
+pub fn upload_limit(ext: &str) -> usize {
+    if is_video(ext) {
+        MAX_VIDEO_BYTES
+    } else {
+        MAX_PHOTO_BYTES
+    }
 }
 
 fn ingest_worker(sys: Weak<System>, rx: mpsc::Receiver<String>) {

@@ -523,6 +523,29 @@ async fn unusable_uploads_fail_with_a_reason_and_odd_names_are_taken_in() {
             .any(|k| k.starts_with("uploads/jane_doe/my_photo_1-") && k.ends_with(".jpg")),
         "{keys:?}"
     );
+    // The copy's own notification names the same upload, already done: nothing new.
+    let listing = env.listing();
+    let (copy, copy_etag) = listing
+        .iter()
+        .find(|(k, _)| k.starts_with("uploads/jane_doe/my_photo_1-"))
+        .unwrap();
+    let size = listing.len(); // any size under the limits
+    let again = env
+        .ingest
+        .handle(s3_event(
+            &env.bucket,
+            copy,
+            size,
+            copy_etag.trim_matches('"'),
+        ))
+        .await
+        .expect("handled");
+    assert_eq!(
+        again["uploads"][0]["upload_id"], out["uploads"][0]["upload_id"],
+        "{again}"
+    );
+    assert_eq!(again["uploads"][0]["state"], "cropped", "{again}");
+    assert_eq!(env.listing(), listing, "the copy's event writes nothing");
     // Not an S3 event at all: the invocation fails (so it is retried, then dead-lettered).
     assert!(env.ingest.handle(json!({"hello": "world"})).await.is_err());
     // No message for the failed uploads, one for the photo.

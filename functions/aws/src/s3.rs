@@ -84,6 +84,19 @@ fn backend(key: &str, message: impl std::fmt::Display) -> StoreError {
     }
 }
 
+/// What a copy source's key must percent-encode: everything but unreserved characters and `/`.
+const COPY_SOURCE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'/')
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// An ETag without the quotes S3's API puts around it.
+fn unquoted(etag: &str) -> String {
+    etag.trim_matches('"').to_string()
+}
+
 /// Checks a key a user chose (a drop-folder object): any S3 key, but not empty, not longer than
 /// S3 allows, no control characters.
 fn check_raw_key(key: &str) -> Result<(), StoreError> {
@@ -185,6 +198,60 @@ impl S3Store {
                 return Ok(Some(Tagged { data, tag }));
             }
             Err(StoreError::PreconditionFailed(key).into())
+        })
+    }
+
+    /// Copies an object whose key was chosen outside the product (a drop-folder upload) to
+    /// the checked key `dst` inside S3, without downloading it. Returns the copy's ETag as S3
+    /// notifications carry it (without quotes), or `None` when the source is absent.
+    pub fn copy_unchecked(&self, src: &str, dst: &str) -> Result<Option<String>, AwsError> {
+        check_raw_key(src)?;
+        check_key(dst)?;
+        // `bucket/key`, the key percent-encoded (S3 decodes it).
+        let source = format!(
+            "{}/{}",
+            self.bucket,
+            percent_encoding::utf8_percent_encode(src, COPY_SOURCE)
+        );
+        let req = self
+            .client
+            .copy_object()
+            .bucket(&self.bucket)
+            .key(dst)
+            .copy_source(source);
+        let src = src.to_string();
+        self.bridge.run(async move {
+            match req.send().await {
+                Ok(out) => Ok(Some(unquoted(
+                    out.copy_object_result()
+                        .and_then(|r| r.e_tag())
+                        .ok_or_else(|| backend(&src, "S3 returned no ETag for the copy"))?,
+                ))),
+                Err(e) => match store_error(&src, e) {
+                    StoreError::NotFound(_) => Ok(None),
+                    other => Err(other.into()),
+                },
+            }
+        })
+    }
+
+    /// The ETag of the object at a checked key as S3 notifications carry it (without quotes),
+    /// read from its metadata; `None` when absent.
+    pub fn tag_of(&self, key: &str) -> Result<Option<String>, AwsError> {
+        check_key(key)?;
+        let req = self.client.head_object().bucket(&self.bucket).key(key);
+        let key = key.to_string();
+        self.bridge.run(async move {
+            match req.send().await {
+                Ok(h) => Ok(Some(unquoted(
+                    h.e_tag()
+                        .ok_or_else(|| backend(&key, "S3 returned no ETag"))?,
+                ))),
+                Err(e) => match store_error(&key, e) {
+                    StoreError::NotFound(_) => Ok(None),
+                    other => Err(other.into()),
+                },
+            }
         })
     }
 

@@ -16,7 +16,7 @@ use lambda_runtime::Diagnostic;
 use serde_json::{json, Value};
 use twin_aws::{s3_event, Aws, S3Store};
 use twin_core::keys;
-use twin_core::store::{check_key, content_tag, Condition, ObjectStore};
+use twin_core::store::{check_key, content_tag};
 use twin_core::system::{System, SystemConfig, SystemError, MAX_VIDEO_BYTES};
 
 /// The function's state, built once per container.
@@ -80,10 +80,10 @@ impl Ingest {
             let etag = r.etag.clone().unwrap_or_default();
             let size = r.size;
             let outcome = tokio::task::spawn_blocking(move || {
-                let key = match size {
+                let (key, etag) = match size {
                     // Too large to use: recorded as failed without a download.
-                    Some(n) if n > MAX_VIDEO_BYTES as u64 => key,
-                    _ => canonical(&store, &key)?,
+                    Some(n) if n > MAX_VIDEO_BYTES as u64 => (key, etag),
+                    _ => canonical(&store, &key, etag)?,
                 };
                 system.ingest_uploaded(&key, &etag, size)
             })
@@ -116,11 +116,13 @@ impl Ingest {
     }
 }
 
-/// The key the core can work with: `key` itself when the storage layout allows it, else a copy
-/// at `uploads/<slug>/<name>-<hash>.<ext>` (the original is then removed).
-fn canonical(store: &S3Store, key: &str) -> Result<String, SystemError> {
+/// The key the core can work with and its ETag: `key` and `etag` themselves when the storage
+/// layout allows the key, else a copy at `uploads/<slug>/<name>-<hash>.<ext>` (made inside S3;
+/// the original is then removed) with the copy's ETag, the one the copy's own notification
+/// carries, so that notification names the same upload and finds it done.
+fn canonical(store: &S3Store, key: &str, etag: String) -> Result<(String, String), SystemError> {
     if check_key(key).is_ok() {
-        return Ok(key.to_string());
+        return Ok((key.to_string(), etag));
     }
     let rest = key.strip_prefix("uploads/").unwrap_or(key);
     let (folder, file) = rest
@@ -148,19 +150,17 @@ fn canonical(store: &S3Store, key: &str) -> Result<String, SystemError> {
         format!("uploads/{slug}/{name}.{ext}")
     };
     check_key(&target).map_err(|e| SystemError::BadInput(e.to_string()))?;
-    let obj = store
-        .get_unchecked(key, MAX_VIDEO_BYTES as u64)
-        .map_err(|e| SystemError::Internal(e.to_string()))?;
-    match obj {
-        Some(o) => {
-            store.put(&target, &o.data, Condition::None)?;
-            store
-                .delete_unchecked(key)
-                .map_err(|e| SystemError::Internal(e.to_string()))?;
+    let internal = |e: twin_aws::AwsError| SystemError::Internal(e.to_string());
+    let tag = match store.copy_unchecked(key, &target).map_err(internal)? {
+        Some(tag) => {
+            store.delete_unchecked(key).map_err(internal)?;
+            tag
         }
         // Gone already: a repeated event after the copy.
-        None if store.get(&target)?.is_some() => {}
-        None => return Err(SystemError::NotFound(format!("{target} has no source"))),
-    }
-    Ok(target)
+        None => store
+            .tag_of(&target)
+            .map_err(internal)?
+            .ok_or_else(|| SystemError::NotFound(format!("{target} has no source")))?,
+    };
+    Ok((target, tag))
 }
