@@ -505,6 +505,20 @@ async fn unusable_uploads_fail_with_a_reason_and_odd_names_are_taken_in() {
         .await
         .expect("handled");
     assert_eq!(out["uploads"][0]["state"], "failed", "{out}");
+    // A file outside any person's folder: left alone, not retried.
+    let out = env
+        .ingest
+        .handle(env.put("uploads/loose.jpg", b"hello".to_vec()))
+        .await
+        .expect("not retried");
+    assert_eq!(out["uploads"].as_array().unwrap().len(), 0, "{out}");
+    assert!(
+        out["skipped"][0]
+            .as_str()
+            .unwrap()
+            .contains("is not uploads/<person>/<file>"),
+        "{out}"
+    );
     // A key with spaces and capitals: copied to a checked key and ingested.
     let (_, bytes) = photos("Madonna", 1).pop().unwrap();
     let out = env

@@ -12,45 +12,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use twin_aws::{Aws, S3Store};
+use twin_aws::{env_usize, env_var, models_dir_from_env, Aws, ENV_THREADS};
 use twin_core::http::{router_with, HttpConfig};
-use twin_core::store::{PresignedPut, StoreError, UploadSigner};
 use twin_core::system::{System, SystemConfig, SystemError};
 
-/// How long a presigned upload URL stays valid.
-pub const UPLOAD_URL_SECONDS: u64 = 15 * 60;
 /// Default polling of `models/CURRENT` and `dataset/CURRENT`.
 pub const DEFAULT_POLL_SECONDS: u64 = 10;
-
-/// Presigned uploads into the bucket.
-pub struct S3Signer(pub S3Store);
-
-impl UploadSigner for S3Signer {
-    fn presign_put(
-        &self,
-        key: &str,
-        content_type: &str,
-        content_length: u64,
-    ) -> Result<PresignedPut, StoreError> {
-        let p = self
-            .0
-            .presign_put(
-                key,
-                content_type,
-                content_length,
-                Duration::from_secs(UPLOAD_URL_SECONDS),
-            )
-            .map_err(|e| StoreError::Backend {
-                key: key.to_string(),
-                message: e.to_string(),
-            })?;
-        Ok(PresignedPut {
-            url: p.url,
-            headers: p.headers,
-            expires_in: p.expires_in.as_secs(),
-        })
-    }
-}
 
 /// Settings read from the environment.
 #[derive(Debug, Clone)]
@@ -68,20 +35,14 @@ pub struct ApiSettings {
 impl ApiSettings {
     /// From the environment, with defaults.
     pub fn from_env() -> Self {
-        let var = |n: &str| std::env::var(n).ok().filter(|v| !v.trim().is_empty());
         ApiSettings {
-            models_dir: var("TWIN_MODELS_DIR")
-                .map(PathBuf::from)
-                .unwrap_or_else(twin_core::paths::models_dir),
-            threads: var("TWIN_THREADS")
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(1),
-            poll: Duration::from_secs(
-                var("TWIN_MODEL_POLL_SECONDS")
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(DEFAULT_POLL_SECONDS),
-            ),
-            api_key: var(twin_core::http::API_KEY_ENV),
+            models_dir: models_dir_from_env().unwrap_or_else(twin_core::paths::models_dir),
+            threads: env_usize(ENV_THREADS, 1),
+            poll: Duration::from_secs(env_usize(
+                "TWIN_MODEL_POLL_SECONDS",
+                DEFAULT_POLL_SECONDS as usize,
+            ) as u64),
+            api_key: env_var(twin_core::http::API_KEY_ENV),
         }
     }
 }
@@ -105,7 +66,7 @@ pub fn app(aws: &Aws, settings: &ApiSettings) -> Result<(Arc<System>, axum::Rout
     let router = router_with(
         system.clone(),
         HttpConfig {
-            signer: Some(Arc::new(S3Signer(store))),
+            signer: Some(Arc::new(store)),
             api_key: settings.api_key.clone(),
             ..HttpConfig::default()
         },

@@ -20,6 +20,28 @@ pub const ENV_TRAIN_QUEUE: &str = "TWIN_TRAIN_QUEUE_URL";
 /// Environment variable overriding the AWS endpoint (moto, LocalStack).
 pub const ENV_ENDPOINT: &str = "AWS_ENDPOINT_URL";
 
+/// Environment variable naming the folder with the models (a layer's `/opt/models`).
+pub const ENV_MODELS_DIR: &str = "TWIN_MODELS_DIR";
+/// Environment variable: threads for embedding and training.
+pub const ENV_THREADS: &str = "TWIN_THREADS";
+
+/// An environment variable's value; unset when empty or blank.
+pub fn env_var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+/// A count from the environment: `default` when unset, empty or not a number.
+pub fn env_usize(name: &str, default: usize) -> usize {
+    env_var(name)
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(default)
+}
+
+/// The models folder [`ENV_MODELS_DIR`] names, if set.
+pub fn models_dir_from_env() -> Option<std::path::PathBuf> {
+    env_var(ENV_MODELS_DIR).map(std::path::PathBuf::from)
+}
+
 /// Attempts per request (the first one included) for transient failures.
 const DEFAULT_MAX_ATTEMPTS: u32 = 4;
 

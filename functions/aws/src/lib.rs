@@ -18,6 +18,9 @@ mod s3;
 pub mod s3_event;
 mod sqs;
 
-pub use config::{Aws, AwsConfig, AwsError, StaticCredentials};
-pub use s3::{PresignedPut, S3Store};
+pub use config::{
+    env_usize, env_var, models_dir_from_env, Aws, AwsConfig, AwsError, StaticCredentials,
+    ENV_MODELS_DIR, ENV_THREADS,
+};
+pub use s3::{PresignedPut, S3Store, UPLOAD_URL_SECONDS};
 pub use sqs::SqsQueue;

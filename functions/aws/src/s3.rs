@@ -7,7 +7,7 @@ use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::ByteStream;
-use twin_core::store::{check_key, Condition, ObjectStore, StoreError, Tagged};
+use twin_core::store::{check_key, Condition, ObjectStore, StoreError, Tagged, UploadSigner};
 
 use crate::bridge::Bridge;
 use crate::AwsError;
@@ -306,6 +306,33 @@ impl S3Store {
             method: presigned.method().to_string(),
             headers,
             expires_in: expires,
+        })
+    }
+}
+
+/// How long a presigned upload URL stays valid.
+pub const UPLOAD_URL_SECONDS: u64 = 15 * 60;
+
+/// Presigned enrollment uploads into the bucket, valid [`UPLOAD_URL_SECONDS`].
+impl UploadSigner for S3Store {
+    fn presign_put(
+        &self,
+        key: &str,
+        content_type: &str,
+        content_length: u64,
+    ) -> Result<twin_core::store::PresignedPut, StoreError> {
+        let p = S3Store::presign_put(
+            self,
+            key,
+            content_type,
+            content_length,
+            Duration::from_secs(UPLOAD_URL_SECONDS),
+        )
+        .map_err(|e| backend(key, e))?;
+        Ok(twin_core::store::PresignedPut {
+            url: p.url,
+            headers: p.headers,
+            expires_in: p.expires_in.as_secs(),
         })
     }
 }

@@ -5,8 +5,9 @@
 //! ([`System::ingest_uploaded`]): an enrollment's presigned upload, or any file dropped in a
 //! person's folder (`uploads/<name>/<file>`). A key S3 allows but the storage layout does not
 //! (spaces, capitals, other characters) is first copied to a checked key in the same folder and
-//! the original removed. An object that cannot be used ends `failed` with the reason (retrying
-//! cannot help); any other failure fails the invocation, so AWS retries it and then sends it to
+//! the original removed. An object that cannot be used ends `failed` with the reason, or is
+//! listed as `skipped` when it has no person to record it under (retrying cannot help); any
+//! other failure fails the invocation, so AWS retries it and then sends it to
 //! the failure destination, and the records that did succeed are no-ops on the retry.
 
 use std::path::PathBuf;
@@ -68,6 +69,7 @@ impl Ingest {
     pub async fn handle(&self, event: Value) -> Result<Value, IngestError> {
         let records = s3_event::parse(&event).map_err(|e| IngestError::BadEvent(e.to_string()))?;
         let mut done = Vec::new();
+        let mut skipped = Vec::new();
         let mut failed = Vec::new();
         for r in records {
             if !r.is_created() || !r.key.starts_with("uploads/") {
@@ -97,6 +99,17 @@ impl Ingest {
                         "kept": status.kept,
                     }));
                 }
+                // The object cannot be used and there is no status to record it in (no person
+                // folder, an oversized object with an unusable name, a source gone without its
+                // copy): retrying cannot help.
+                Ok(Err(
+                    e @ (SystemError::BadInput(_)
+                    | SystemError::TooLarge(_)
+                    | SystemError::NotFound(_)),
+                )) => {
+                    tracing::warn!(error = %e, "upload left alone");
+                    skipped.push(e.to_string());
+                }
                 Ok(Err(e)) => {
                     tracing::error!(error = %e, "upload failed; the invocation will be retried");
                     failed.push(e.to_string());
@@ -112,7 +125,7 @@ impl Ingest {
                 failed.join("; ")
             )));
         }
-        Ok(json!({ "uploads": done }))
+        Ok(json!({ "uploads": done, "skipped": skipped }))
     }
 }
 

@@ -1,25 +1,18 @@
 //! The `train` Lambda function's entry point: configuration and clients once, then train
 //! requests and scheduled events.
 
-use std::path::PathBuf;
-
 use lambda_runtime::{service_fn, LambdaEvent};
 use serde_json::Value;
 use tracing::Instrument;
-use twin_aws::{Aws, AwsConfig};
+use twin_aws::{env_usize, models_dir_from_env, Aws, AwsConfig, ENV_THREADS};
 use twin_fn_train::TrainFn;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     lambda_runtime::tracing::init_default_subscriber();
     let aws = Aws::connect(AwsConfig::from_env_needing(false, false)?)?;
-    let backbone = std::env::var_os("TWIN_MODELS_DIR")
-        .map(PathBuf::from)
-        .map(|d| d.join(twin_core::paths::BACKBONE_FILE));
-    let threads = std::env::var("TWIN_THREADS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(2);
+    let backbone = models_dir_from_env().map(|d| d.join(twin_core::paths::BACKBONE_FILE));
+    let threads = env_usize(ENV_THREADS, 2);
     let f = TrainFn::new(&aws, backbone, threads);
     let f = &f;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
