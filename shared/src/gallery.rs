@@ -63,11 +63,13 @@ pub struct Gallery {
     names: Vec<(String, String)>,
     /// identities × dim.
     prototypes: Vec<f32>,
+    /// |prototype| per identity.
+    prototype_norms: Vec<f32>,
 }
 
 impl Gallery {
-    /// Builds the gallery of a dataset version.
-    pub fn from_snapshot(s: &Snapshot) -> Self {
+    /// Builds the gallery of a dataset version (its embeddings become the gallery's rows).
+    pub fn from_snapshot(s: Snapshot) -> Self {
         let dim = s.manifest.dim;
         let mut owner = Vec::with_capacity(s.manifest.rows);
         let mut crop = Vec::with_capacity(s.manifest.rows);
@@ -94,11 +96,12 @@ impl Gallery {
         Gallery {
             dim,
             version: s.manifest.version,
-            matrix: s.embeddings.clone(),
+            matrix: s.embeddings,
             norms,
             owner,
             crop,
             names,
+            prototype_norms: row_norms(&prototypes, dim),
             prototypes,
         }
     }
@@ -137,6 +140,7 @@ impl Gallery {
             owner: owners,
             crop,
             names,
+            prototype_norms: row_norms(&prototypes, dim),
             prototypes,
         }
     }
@@ -199,28 +203,27 @@ impl Gallery {
             return Vec::new();
         }
         let proto = |i: usize| &self.prototypes[i * self.dim..(i + 1) * self.dim];
-        let model: Vec<Option<f32>> = match head {
-            Some(h) => self.names.iter().map(|(slug, _)| h(slug)).collect(),
-            None => vec![None; self.names.len()],
-        };
-        // Smaller is better.
-        let key: Vec<f32> = match head {
-            None => best.iter().map(|b| b.0).collect(),
-            Some(_) => {
-                let qu = query_norm(qn);
-                (0..best.len())
-                    .map(|i| {
-                        -model[i].unwrap_or_else(|| {
-                            let p = proto(i);
-                            dot(query, p) / (qu * dot(p, p).sqrt().max(1e-12))
-                        })
+        // With a head: its score per identity it knows, and the ranking key (negated cosines).
+        let ranked: Option<(Vec<Option<f32>>, Vec<f32>)> = head.map(|h| {
+            let model: Vec<Option<f32>> = self.names.iter().map(|(slug, _)| h(slug)).collect();
+            let qu = query_norm(qn);
+            let key = (0..best.len())
+                .map(|i| {
+                    -model[i].unwrap_or_else(|| {
+                        dot(query, proto(i)) / (qu * self.prototype_norms[i].max(1e-12))
                     })
-                    .collect()
-            }
+                })
+                .collect();
+            (model, key)
+        });
+        // Smaller is better: the head's key, else the nearest crop's squared distance.
+        let key = |i: usize| match &ranked {
+            Some((_, key)) => key[i],
+            None => best[i].0,
         };
-        order.select_nth_unstable_by(k - 1, |&a, &b| key[a].total_cmp(&key[b]));
+        order.select_nth_unstable_by(k - 1, |&a, &b| key(a).total_cmp(&key(b)));
         order.truncate(k);
-        order.sort_by(|&a, &b| key[a].total_cmp(&key[b]));
+        order.sort_by(|&a, &b| key(a).total_cmp(&key(b)));
         order
             .into_iter()
             .map(|i| {
@@ -239,11 +242,18 @@ impl Gallery {
                     similarity: similarity(distance),
                     same_person: distance < SAME_PERSON_DISTANCE,
                     crop: self.crop[best[i].1].clone(),
-                    model_score: model[i],
+                    model_score: ranked.as_ref().and_then(|(model, _)| model[i]),
                 }
             })
             .collect()
     }
+}
+
+/// The length of each `dim`-long row of `m`.
+fn row_norms(m: &[f32], dim: usize) -> Vec<f32> {
+    m.chunks_exact(dim.max(1))
+        .map(|x| dot(x, x).sqrt())
+        .collect()
 }
 
 fn query_norm(qn: f32) -> f32 {

@@ -251,8 +251,6 @@ struct Serving {
     tag: Option<String>,
     /// The composed model (`None`: the backbone).
     engine: Option<Embedder>,
-    /// Slugs of its `scores` columns.
-    labels: Vec<String>,
     /// Column of each slug in `scores`.
     columns: HashMap<String, usize>,
 }
@@ -270,15 +268,14 @@ impl Serving {
         labels: Vec<String>,
     ) -> Self {
         let columns = labels
-            .iter()
+            .into_iter()
             .enumerate()
-            .map(|(i, s)| (s.clone(), i))
+            .map(|(i, s)| (s, i))
             .collect();
         Serving {
             version,
             tag,
             engine,
-            labels,
             columns,
         }
     }
@@ -416,7 +413,7 @@ impl System {
             },
         )?;
         let gallery = match dataset::load_current(&*store)? {
-            Some(s) => Gallery::from_snapshot(&s),
+            Some(s) => Gallery::from_snapshot(s),
             None => Gallery::default(),
         };
         Ok(Arc::new(System {
@@ -569,7 +566,11 @@ impl System {
         if scores.len() != labels.labels.len() || scores.iter().any(|v| !v.is_finite()) {
             return Err("self-check failed: its scores are not finite".into());
         }
-        Ok((engine, labels.labels.into_iter().map(|l| l.slug).collect()))
+        let slugs: Vec<String> = labels.labels.into_iter().map(|l| l.slug).collect();
+        if slugs.iter().collect::<HashSet<_>>().len() != slugs.len() {
+            return Err("labels.json names an identity twice".into());
+        }
+        Ok((engine, slugs))
     }
 
     /// The object store (for tests and tools).
@@ -586,7 +587,7 @@ impl System {
 
     fn refresh_gallery(&self) -> Result<u64, SystemError> {
         let g = match dataset::load_current(&*self.store)? {
-            Some(s) => Gallery::from_snapshot(&s),
+            Some(s) => Gallery::from_snapshot(s),
             None => Gallery::default(),
         };
         let v = g.version();
@@ -639,7 +640,8 @@ impl System {
                 let excluded = |slug: &str| erasing.contains(slug);
                 let matches = match &scores {
                     Some(sc) => {
-                        let row = &sc[i * serving.labels.len()..(i + 1) * serving.labels.len()];
+                        let c = serving.columns.len();
+                        let row = &sc[i * c..(i + 1) * c];
                         let head = |slug: &str| serving.columns.get(slug).map(|&c| row[c]);
                         gallery.search_with_head(emb.row(i), k, &excluded, Some(&head))
                     }

@@ -299,13 +299,17 @@ pub fn train_head(split: &Split, o: &TrainOptions, progress: &dyn Fn(usize, usiz
     let (mut m1, mut m2) = (vec![0f32; c * d], vec![0f32; c * d]);
     let (b1, b2, eps) = (0.9f32, 0.999f32, 1e-8f32);
     let threads = o.threads.max(1);
-    let mut xb = vec![0f32; batch * d];
-    let mut yb = vec![0u32; batch];
+    // A full batch is the training rows themselves; a smaller one is drawn into these.
+    let full = batch == n;
+    let (mut xb, mut yb) = if full {
+        (Vec::new(), Vec::new())
+    } else {
+        (vec![0f32; batch * d], vec![0u32; batch])
+    };
+    let mut norms = vec![0f32; c];
+    let mut w = vec![0f32; c * d];
     for step in 1..=o.steps {
-        if batch == n {
-            xb.copy_from_slice(&split.train.x);
-            yb.copy_from_slice(&split.train.y);
-        } else {
+        if !full {
             for i in 0..batch {
                 if cursor == n {
                     shuffle(&mut order, &mut rng);
@@ -317,13 +321,22 @@ pub fn train_head(split: &Split, o: &TrainOptions, progress: &dyn Fn(usize, usiz
                 yb[i] = split.train.y[r];
             }
         }
-        let norms: Vec<f32> = v.chunks_exact(d).map(|r| norm(r).max(1e-12)).collect();
-        let w: Vec<f32> = v
+        let (x, y): (&[f32], &[u32]) = if full {
+            (&split.train.x, &split.train.y)
+        } else {
+            (&xb, &yb)
+        };
+        for ((r, k), wr) in v
             .chunks_exact(d)
-            .zip(&norms)
-            .flat_map(|(r, &k)| r.iter().map(move |a| a / k))
-            .collect();
-        let grad_w = gradient(&xb, &yb, &w, &weight, c, d, o, threads);
+            .zip(norms.iter_mut())
+            .zip(w.chunks_exact_mut(d))
+        {
+            *k = norm(r).max(1e-12);
+            for (a, b) in wr.iter_mut().zip(r) {
+                *a = b / *k;
+            }
+        }
+        let grad_w = gradient(x, y, &w, &weight, c, d, o, threads);
         // Back through the row normalisation, then Adam.
         let t = step as i32;
         let (c1, c2) = (1.0 - b1.powi(t), 1.0 - b2.powi(t));

@@ -256,7 +256,7 @@ fn fill_bucket(aws: &twin_aws::Aws, models_dir: &Path, data: &Path) -> (usize, u
     }
     let rows = twin_core::dataset::load_current(system.store())
         .expect("read the dataset")
-        .map(|s| Gallery::from_snapshot(&s).rows())
+        .map(|s| Gallery::from_snapshot(s).rows())
         .unwrap_or(0);
     (rows, m.version, m.promoted)
 }
@@ -360,7 +360,7 @@ fn in_process_breakdown(
         let s = twin_core::dataset::load_current(&store)
             .expect("read the dataset")
             .expect("a dataset");
-        std::hint::black_box(Gallery::from_snapshot(&s));
+        std::hint::black_box(Gallery::from_snapshot(s));
     });
     vec![
         ("Aws::connect (SDK config)".into(), connect),

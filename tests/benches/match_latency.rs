@@ -146,7 +146,7 @@ fn main() {
     let snapshot = dataset::load_current(system.store())
         .expect("read the dataset")
         .expect("a dataset after the import");
-    let gallery = Gallery::from_snapshot(&snapshot);
+    let gallery = Gallery::from_snapshot(snapshot);
     let img = imageio::decode(&photo, &limits).expect("decode");
     let found = pipeline.find_faces_with(&img, false).expect("find faces");
     let chips: Vec<RgbImage> = found.iter().map(|f| cut_chip(&img, f)).collect();
