@@ -1,7 +1,7 @@
 //! `twin train`, `twin model list`, `twin model promote`: the training job and the model
 //! registry on the local data folder.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -36,22 +36,13 @@ pub struct TrainArgs {
     learning_rate: f32,
     /// The backbone to build the model on (default: the one scripts/setup imported).
     #[arg(long)]
-    backbone: Option<std::path::PathBuf>,
+    backbone: Option<PathBuf>,
 }
 
 /// `twin train`: trains, gates, prints the comparison (stderr) and metrics.json (stdout).
 pub fn run(data: &Path, args: TrainArgs) -> anyhow::Result<ExitCode> {
-    let store =
-        LocalStore::open(data).with_context(|| format!("cannot open {}", data.display()))?;
-    let backbone_path = args
-        .backbone
-        .unwrap_or_else(twin_core::paths::default_backbone);
-    let backbone = std::fs::read(&backbone_path).with_context(|| {
-        format!(
-            "cannot read the backbone {} (scripts/setup imports it)",
-            backbone_path.display()
-        )
-    })?;
+    let store = open_store(data)?;
+    let (_, backbone) = read_backbone(args.backbone)?;
     let options = TrainOptions {
         seed: args.seed,
         holdout: args.holdout,
@@ -136,8 +127,7 @@ fn print_summary(m: &Metrics) {
 
 /// `twin model list`: one JSON line per version, newest first.
 pub fn list(data: &Path) -> anyhow::Result<ExitCode> {
-    let store =
-        LocalStore::open(data).with_context(|| format!("cannot open {}", data.display()))?;
+    let store = open_store(data)?;
     let versions = models::list(&store)?;
     if versions.is_empty() {
         eprintln!("twin: no trained model yet (run twin train); matches use the backbone alone");
@@ -164,8 +154,7 @@ pub fn list(data: &Path) -> anyhow::Result<ExitCode> {
 
 /// `twin model promote N`: points models/CURRENT at version N (promotion or rollback).
 pub fn promote(data: &Path, version: u64) -> anyhow::Result<ExitCode> {
-    let store =
-        LocalStore::open(data).with_context(|| format!("cannot open {}", data.display()))?;
+    let store = open_store(data)?;
     models::promote(&store, version)?;
     eprintln!("twin: models/CURRENT now points at model {version}; a running server picks it up");
     Ok(ExitCode::SUCCESS)
@@ -174,17 +163,11 @@ pub fn promote(data: &Path, version: u64) -> anyhow::Result<ExitCode> {
 /// `twin model publish --bucket B`: puts the backbone at `models/base/backbone.onnx`.
 pub fn publish(
     bucket: &str,
-    backbone: Option<std::path::PathBuf>,
+    backbone: Option<PathBuf>,
     endpoint_url: Option<String>,
 ) -> anyhow::Result<ExitCode> {
     use twin_core::store::{Condition, ObjectStore};
-    let path = backbone.unwrap_or_else(twin_core::paths::default_backbone);
-    let bytes = std::fs::read(&path).with_context(|| {
-        format!(
-            "cannot read the backbone {} (scripts/setup imports it)",
-            path.display()
-        )
-    })?;
+    let (path, bytes) = read_backbone(backbone)?;
     // Refuse anything that is not a backbone the engine can use.
     twin_core::embed::Embedder::from_bytes(&path, &bytes, &Default::default())
         .with_context(|| format!("{} is not a usable backbone", path.display()))?;
@@ -203,4 +186,21 @@ pub fn publish(
         models::BASE_BACKBONE
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The local data folder's store.
+fn open_store(data: &Path) -> anyhow::Result<LocalStore> {
+    LocalStore::open(data).with_context(|| format!("cannot open {}", data.display()))
+}
+
+/// The backbone at `path` (default: the one scripts/setup imported) and its bytes.
+fn read_backbone(path: Option<PathBuf>) -> anyhow::Result<(PathBuf, Vec<u8>)> {
+    let path = path.unwrap_or_else(twin_core::paths::default_backbone);
+    let bytes = std::fs::read(&path).with_context(|| {
+        format!(
+            "cannot read the backbone {} (scripts/setup imports it)",
+            path.display()
+        )
+    })?;
+    Ok((path, bytes))
 }

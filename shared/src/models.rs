@@ -166,15 +166,7 @@ pub fn current(store: &dyn ObjectStore) -> Result<Option<(u64, String)>, ModelEr
 /// Every model version, newest first.
 pub fn list(store: &dyn ObjectStore) -> Result<Vec<ModelVersion>, ModelError> {
     let cur = current(store)?.map(|c| c.0);
-    let mut versions: Vec<u64> = store
-        .list("models/")?
-        .iter()
-        .filter_map(|k| k.strip_prefix("models/")?.split('/').next()?.parse().ok())
-        .collect();
-    versions.sort_unstable();
-    versions.dedup();
-    versions.reverse();
-    versions
+    versions(store)?
         .into_iter()
         .map(|version| {
             Ok(ModelVersion {
@@ -184,6 +176,19 @@ pub fn list(store: &dyn ObjectStore) -> Result<Vec<ModelVersion>, ModelError> {
             })
         })
         .collect()
+}
+
+/// The version numbers under `models/`, newest first (from the keys alone).
+fn versions(store: &dyn ObjectStore) -> Result<Vec<u64>, ModelError> {
+    let mut versions: Vec<u64> = store
+        .list("models/")?
+        .iter()
+        .filter_map(|k| k.strip_prefix("models/")?.split('/').next()?.parse().ok())
+        .collect();
+    versions.sort_unstable();
+    versions.dedup();
+    versions.reverse();
+    Ok(versions)
 }
 
 /// A version's metrics, if it is complete.
@@ -446,7 +451,7 @@ fn claim_version(
     labels: &[Label],
     dataset_version: u64,
 ) -> Result<u64, ModelError> {
-    let mut n = list(store)?.first().map(|m| m.version + 1).unwrap_or(1);
+    let mut n = versions(store)?.first().map_or(1, |v| v + 1);
     loop {
         let body = serde_json::to_vec_pretty(&Labels {
             v: MODEL_FORMAT,

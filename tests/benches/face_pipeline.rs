@@ -110,7 +110,7 @@ fn main() {
     let pipeline = FacePipeline::open(&models, &PipelineOptions::default())
         .unwrap_or_else(|e| panic!("{e}: {SETUP_HINT}"));
     let embedder = Embedder::open(&backbone, &EmbedderOptions { threads: 1 }).unwrap();
-    let python = root.join(".venv/bin/python");
+    let python = twin_tests::venv_tool("python");
     assert!(
         python.is_file(),
         "{} is missing: {SETUP_HINT}",

@@ -32,7 +32,7 @@ use std::time::Instant;
 
 use serde_json::Value;
 use twin_core::gallery::{top_k_ip, top_k_ip_batch, top_k_isa, PackedRows};
-use twin_tests::{bench_requested, median, repo_root, SETUP_HINT};
+use twin_tests::{bench_requested, median, SETUP_HINT};
 
 /// Vector length.
 const DIM: usize = 128;
@@ -197,8 +197,7 @@ impl Faiss {
         coretype: Option<&str>,
         blas_threshold: Option<usize>,
     ) -> Faiss {
-        let root = repo_root();
-        let python = root.join(".venv").join("bin").join("python");
+        let python = twin_tests::venv_tool("python");
         assert!(
             python.is_file(),
             "the Python venv is missing ({} does not exist); {SETUP_HINT}",

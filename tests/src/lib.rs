@@ -273,7 +273,7 @@ impl Oracle {
     /// `scripts/setup`, when the venv, dlib, or a model file is missing.
     pub fn require() -> Oracle {
         let root = repo_root();
-        let python = root.join(".venv").join("bin").join("python");
+        let python = venv_tool("python");
         assert!(
             python.is_file(),
             "the Python venv with dlib is missing ({} does not exist); {SETUP_HINT}",
@@ -466,4 +466,9 @@ pub fn bench_requested(name: &str) -> bool {
         println!("{name}: a benchmark; run it with `cargo bench -p twin-tests --bench {name}`");
     }
     requested
+}
+
+/// `<repo>/.venv/bin/<name>`: a tool of the Python venv scripts/setup makes (it may be absent).
+pub fn venv_tool(name: &str) -> PathBuf {
+    repo_root().join(".venv").join("bin").join(name)
 }

@@ -45,10 +45,7 @@ pub struct MotoSystem {
 
 /// `<repo>/.venv/bin/moto_server`.
 pub fn moto_server_path() -> PathBuf {
-    crate::repo_root()
-        .join(".venv")
-        .join("bin")
-        .join("moto_server")
+    crate::venv_tool("moto_server")
 }
 
 fn free_port() -> u16 {

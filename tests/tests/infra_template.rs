@@ -48,7 +48,7 @@ const WRITE_ROUTES: &[&str] = &[
 ];
 
 fn venv_tool(name: &str) -> PathBuf {
-    let path = repo_root().join(".venv").join("bin").join(name);
+    let path = twin_tests::venv_tool(name);
     assert!(
         path.is_file(),
         "{} is missing (the venv with cfn-lint); {SETUP_HINT}",
