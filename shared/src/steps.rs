@@ -68,6 +68,11 @@ pub struct EnrollmentStatus {
     /// Keys of the crops cut.
     #[serde(default)]
     pub crops: Vec<String>,
+    /// `cropped` only: the message to the dataset step was sent. Until it is, a repeated
+    /// upload event sends it (the outbox: a send that failed after the crops were stored is
+    /// retried by the event's redelivery, not lost).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub queued: bool,
 }
 
 /// Reads an enrollment's status (`None`: no such enrollment, or not an upload id).

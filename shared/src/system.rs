@@ -375,8 +375,9 @@ impl System {
 
     /// Opens on another store and queue (S3 and SQS in AWS), without background workers: the
     /// hosts drive the steps ([`System::ingest_uploaded`], [`System::apply_ingest_messages`]).
-    /// With `watch_models`, the promoted model is loaded now and `models/CURRENT` and
-    /// `dataset/CURRENT` are polled every `model_poll` (the api function); `config.data_dir` is
+    /// With `watch_models`, the gallery and the promoted model are loaded now and
+    /// `models/CURRENT` and `dataset/CURRENT` are polled every `model_poll` (the api function);
+    /// without, no gallery is loaded (the ingest function never matches). `config.data_dir` is
     /// not used.
     pub fn open_with(
         config: SystemConfig,
@@ -384,7 +385,8 @@ impl System {
         queue: Arc<dyn Queue>,
         watch_models: bool,
     ) -> Result<Arc<System>, SystemError> {
-        let sys = Self::open_inner(&config, store, queue, None)?;
+        // Only a host that answers matches needs the gallery (the ingest function does not).
+        let sys = Self::open_inner(&config, store, queue, None, watch_models)?;
         if watch_models {
             Self::start_model_watch(&sys)?;
         }
@@ -394,7 +396,7 @@ impl System {
     fn open_local(config: &SystemConfig) -> Result<Arc<System>, SystemError> {
         let store = Arc::new(LocalStore::open(&config.data_dir)?);
         let queue = Arc::new(InProcessQueue::new(Duration::from_secs(300)));
-        Self::open_inner(config, store, queue.clone(), Some(queue))
+        Self::open_inner(config, store, queue.clone(), Some(queue), true)
     }
 
     fn open_inner(
@@ -402,6 +404,7 @@ impl System {
         store: Arc<dyn ObjectStore>,
         queue: Arc<dyn Queue>,
         local_queue: Option<Arc<InProcessQueue>>,
+        load_gallery: bool,
     ) -> Result<Arc<System>, SystemError> {
         let photos = FacePipeline::open(&config.models_dir, &PipelineOptions::default())?;
         let videos = FacePipeline::open(&config.models_dir, &video_pipeline_options())?;
@@ -412,9 +415,12 @@ impl System {
                 threads: config.threads,
             },
         )?;
-        let gallery = match dataset::load_current(&*store)? {
-            Some(s) => Gallery::from_snapshot(s),
-            None => Gallery::default(),
+        let gallery = match load_gallery
+            .then(|| dataset::load_current(&*store))
+            .transpose()?
+        {
+            Some(Some(s)) => Gallery::from_snapshot(s),
+            _ => Gallery::default(),
         };
         Ok(Arc::new(System {
             store,
@@ -860,11 +866,36 @@ impl System {
         status.rejected = rejected;
         status.crops = crops;
         status.state = "cropped".into();
+        status.queued = false;
         self.save_status(&status, Condition::None)?;
+        self.send_pending(status)
+    }
+
+    /// The outbox: sends the dataset step's message of a `cropped` enrollment whose message is
+    /// not known to be sent, then records that it was. A failed send fails the call (the event
+    /// is redelivered and comes back here); a send whose record fails is sent again on
+    /// redelivery, which the dataset step takes as a no-op.
+    /// The record is written only if unchanged since it was read, so a dataset step that
+    /// marked it `indexed` meanwhile is never undone.
+    fn send_pending(&self, status: EnrollmentStatus) -> Result<(), SystemError> {
+        let key = keys::status_key(&status.upload_id)?;
+        let Some(stored) = self.store.get(&key)? else {
+            return Ok(());
+        };
+        let Ok(mut current) = serde_json::from_slice::<EnrollmentStatus>(&stored.data) else {
+            return Ok(());
+        };
+        if current.state != "cropped" || current.queued {
+            return Ok(());
+        }
         self.queue
-            .send(&ingest_message(&status).to_json())
-            .map_err(|e| SystemError::Internal(e.to_string()))?;
-        Ok(())
+            .send(&ingest_message(&current).to_json())
+            .map_err(|e| SystemError::Internal(format!("cannot queue the crops: {e}")))?;
+        current.queued = true;
+        match self.save_status(&current, Condition::IfMatch(stored.tag)) {
+            Ok(()) | Err(SystemError::Conflict(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     /// Embeddings of aligned chips, in order (batched by the engine's trait impl).
@@ -975,6 +1006,10 @@ impl System {
                                 self.save_status(&st, Condition::None)?;
                             }
                             "uploaded" => {}
+                            "cropped" => {
+                                self.send_pending(st)?;
+                                return self.enrollment_status(id);
+                            }
                             _ => return Ok(st),
                         }
                         if let Some(n) = too_large {
@@ -991,6 +1026,10 @@ impl System {
         let (display_name, slug) = self.drop_identity(folder)?;
         let upload_id = format!("drop-{}", content_tag(format!("{key}\0{tag}").as_bytes()));
         if let Ok(st) = self.enrollment_status(&upload_id) {
+            if st.state == "cropped" && !st.queued {
+                self.send_pending(st)?;
+                return self.enrollment_status(&upload_id);
+            }
             if st.state != "uploaded" {
                 return Ok(st);
             }

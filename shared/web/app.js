@@ -62,13 +62,27 @@ async function request(method, url, { body, type, write } = {}) {
   return data;
 }
 
-/** PUTs a file with upload progress (fetch has none). */
-function putFile(url, file, type, onProgress) {
+/** Whether a URL is on this page's own origin (the API's), not e.g. a storage bucket's. */
+function sameOrigin(url) {
+  return new URL(url, location.href).origin === location.origin;
+}
+
+/**
+ * PUTs a file with upload progress (fetch has none), with the headers the server asked for
+ * (a presigned upload signs its content type). The API key goes only to this page's own
+ * origin: a presigned upload to the bucket carries its authorisation in its URL.
+ */
+function putFile(url, file, type, headers, onProgress) {
   return new Promise((resolve, reject) => {
     const x = new XMLHttpRequest();
     x.open('PUT', url);
-    x.setRequestHeader('Content-Type', type);
-    if (storedKey()) x.setRequestHeader('x-api-key', storedKey());
+    const sent = { 'content-type': type };
+    for (const [k, v] of Object.entries(headers || {})) {
+      // The browser sets these itself (and refuses to be told).
+      if (!['content-length', 'host'].includes(k.toLowerCase())) sent[k.toLowerCase()] = v;
+    }
+    for (const [k, v] of Object.entries(sent)) x.setRequestHeader(k, v);
+    if (sameOrigin(url) && storedKey()) x.setRequestHeader('x-api-key', storedKey());
     x.upload.onprogress = (e) => { if (e.lengthComputable) onProgress(e.loaded / e.total); };
     x.onload = () => {
       let data = null;
@@ -324,8 +338,10 @@ async function enroll(event) {
   try {
     state.dataset.state = 'starting';
     state.textContent = 'Starting…';
+    // The type and size are signed into a presigned upload (on AWS) and checked up front.
     const created = await withKey(() => request('POST', '/v1/enrollments', {
-      body: JSON.stringify({ name }), type: 'application/json', write: true,
+      body: JSON.stringify({ name, content_type: videoType(file), size: file.size }),
+      type: 'application/json', write: true,
     }));
     $('#enroll-title').textContent = `Enrolling ${created.display_name}`;
     if (created.max_upload_bytes && file.size > created.max_upload_bytes) {
@@ -335,8 +351,10 @@ async function enroll(event) {
     state.textContent = 'Uploading the video…';
     setStep('uploaded', 'active');
     let status = await withKey(() => putFile(created.upload_url, file, videoType(file),
-      (p) => { $('#enroll-upload').value = Math.round(p * 100); }));
+      created.upload_headers, (p) => { $('#enroll-upload').value = Math.round(p * 100); }));
     $('#enroll-upload').value = 100;
+    // The bucket answers a presigned upload with no status of ours: ask for it.
+    if (!status || !status.state) status = await request('GET', created.status_url);
     renderStatus(status);
     while (status.state !== 'indexed' && status.state !== 'failed') {
       await sleep(POLL_MS);

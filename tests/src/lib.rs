@@ -6,7 +6,8 @@
 //! pieces (venv, script, dlib model files, the imported backbone, the test photos), runs the
 //! script and reads what it wrote. A missing piece is a panic that names `scripts/setup`, never a
 //! skipped test. Nothing here prints pixels or embeddings; only paths, counts and differences.
-//! [`moto`] runs a real S3/SQS protocol server for the AWS adapters' tests.
+//! [`moto`] runs a real S3/SQS protocol server for the AWS adapters' tests, and [`deploy`] puts
+//! the SAM template on it with IAM enforced.
 
 use std::ffi::OsStr;
 use std::fmt::Write as _;
@@ -16,7 +17,9 @@ use std::process::{Child, Command, Stdio};
 use image::RgbImage;
 use serde::Deserialize;
 
+pub mod deploy;
 pub mod events;
+pub mod lambda;
 pub mod moto;
 
 /// What a failure caused by a missing piece tells the reader to do.

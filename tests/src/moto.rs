@@ -1,8 +1,12 @@
 //! A real S3/SQS protocol server on loopback for the AWS adapters' tests: moto, from the venv
-//! that `scripts/setup` makes.
+//! that `scripts/setup` makes, started through `tests/aws/moto_server.py` (moto's own server,
+//! with the two things AWS accepts under IAM enforcement that moto's does not: CORS preflights
+//! and presigned requests; see that file).
 //!
 //! Each [`Moto`] is its own server process on a free port (so tests run in parallel), killed
-//! when dropped. [`Moto::system`] creates what the product expects in an account: a bucket and
+//! when dropped. [`Moto::enforce_iam`] switches on moto's IAM authorization (see
+//! [`crate::deploy`], which deploys the SAM template's roles and runs each function under its
+//! own). [`Moto::system`] creates what the product expects in an account: a bucket and
 //! the two queues (the ingest queue with a dead-letter queue), and hands back an
 //! [`twin_aws::Aws`] pointed at them. A missing moto is a panic that names `scripts/setup`.
 
@@ -48,6 +52,11 @@ pub fn moto_server_path() -> PathBuf {
     crate::venv_tool("moto_server")
 }
 
+/// The launcher that runs moto's server with AWS's behaviour under IAM enforcement.
+pub fn launcher_path() -> PathBuf {
+    crate::repo_root().join("tests/aws/moto_server.py")
+}
+
 fn free_port() -> u16 {
     TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .and_then(|l| l.local_addr())
@@ -80,13 +89,16 @@ impl Moto {
         let log = tempfile::NamedTempFile::new().map_err(|e| format!("log file: {e}"))?;
         let out = log.reopen().map_err(|e| format!("log file: {e}"))?;
         let err = log.reopen().map_err(|e| format!("log file: {e}"))?;
-        let child = Command::new(exe)
+        // The venv's Python (next to moto_server) runs the launcher.
+        let python = exe.with_file_name("python3");
+        let child = Command::new(&python)
+            .arg(launcher_path())
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
             .spawn()
-            .map_err(|e| format!("cannot run {}: {e}", exe.display()))?;
+            .map_err(|e| format!("cannot run {}: {e}", python.display()))?;
         let mut moto = Moto {
             child,
             port,
@@ -123,6 +135,17 @@ impl Moto {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Switches on IAM authorization: from now on every request must be signed by a key moto
+    /// knows, whose policies allow it (moto's `INITIAL_NO_AUTH_ACTION_COUNT`, set to 0 through
+    /// its `/moto-api/reset-auth`).
+    pub fn enforce_iam(&self) {
+        let status = ureq::post(&format!("{}/moto-api/reset-auth", self.endpoint))
+            .send("0")
+            .map(|r| r.status().as_u16())
+            .unwrap_or_else(|e| panic!("moto's reset-auth: {e}"));
+        assert_eq!(status, 200, "moto's reset-auth");
     }
 
     /// What the server printed so far.

@@ -1,5 +1,8 @@
 //! The whole AWS side against a real S3/SQS protocol server on loopback (moto): the four
-//! functions' real handlers, driven with the events AWS would send them.
+//! functions' real handlers, driven with the events AWS would send them, each under its own IAM
+//! role from `infra/template.yaml` with moto enforcing it ([`twin_tests::deploy`]): a call a
+//! role does not allow fails the test, even where the product only logs the error. Each test
+//! prints the S3 and SQS actions each function made.
 //!
 //! Photos dropped in `uploads/<Person>/` and `short_hamilton_clip.mp4` at
 //! `uploads/lin_manuel_miranda/clip.mp4` go through `ingest` (one S3 notification per put, as
@@ -9,7 +12,11 @@
 //! `api` router. Then: the same S3 event and the same SQS batch delivered again leave the
 //! bucket byte for byte as it was (keys and ETags), a batch of five messages with one malformed
 //! fails exactly that one and commits the other four, and an enrollment made through the API
-//! gets a presigned upload that, once used, is ingested like any other.
+//! gets a presigned upload that, once used, is ingested like any other; a send to the ingest
+//! queue that fails leaves the enrollment `cropped` with its message pending, and the
+//! redelivered S3 event sends it, so the enrollment still reaches `indexed`; the enrolled person
+//! is then erased through the API and nothing of them is left under `crops/`, `uploads/` or
+//! `status/`.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -23,8 +30,8 @@ use twin_fn_api::ApiSettings;
 use twin_fn_dataset::DatasetFn;
 use twin_fn_ingest::Ingest;
 use twin_fn_train::TrainFn;
+use twin_tests::deploy::Deployment;
 use twin_tests::events::api_gateway_v2;
-use twin_tests::moto::Moto;
 use twin_tests::{data_dir, require_backbone};
 
 /// Photos per gallery identity dropped in the bucket.
@@ -36,7 +43,8 @@ fn models_dir() -> PathBuf {
 }
 
 struct Env {
-    _moto: Moto,
+    deployment: Deployment,
+    /// The administrator's clients: what AWS itself does (deliver events) and inspection.
     aws: Aws,
     bucket: String,
     ingest: Ingest,
@@ -45,32 +53,69 @@ struct Env {
 }
 
 impl Env {
+    /// The template deployed with a train request after every new identity.
     fn start() -> Env {
-        let moto = Moto::start();
-        let sys = moto.system(30);
-        let aws = sys.aws;
-        let bucket = aws.config().bucket.clone();
-        let ingest = Ingest::new(&aws, models_dir(), 1).expect("the ingest function starts");
+        let deployment = Deployment::start(None, &[("TrainMinNew", "1")]);
+        let aws = deployment.admin().clone();
+        let bucket = deployment.bucket();
+        let ingest = Ingest::new(&deployment.aws_for("IngestFunction"), models_dir(), 1)
+            .expect("the ingest function starts");
+        let env = deployment.environment("DatasetFunction");
+        let min_new = env
+            .get("TWIN_TRAIN_MIN_NEW")
+            .and_then(|v| v.parse().ok())
+            .expect("the template sets TWIN_TRAIN_MIN_NEW");
         let dataset = DatasetFn::new(
-            &aws,
+            &deployment.aws_for("DatasetFunction"),
             &models_dir().join(twin_core::paths::BACKBONE_FILE),
             1,
-            1,
+            min_new,
         )
         .expect("the dataset function starts");
         let train = TrainFn::new(
-            &aws,
+            &deployment.aws_for("TrainFunction"),
             Some(models_dir().join(twin_core::paths::BACKBONE_FILE)),
             1,
         );
         Env {
-            _moto: moto,
+            deployment,
             aws,
             bucket,
             ingest,
             dataset,
             train,
         }
+    }
+
+    /// The api function's router under its role, as `main` builds it from its environment.
+    async fn api(&self) -> axum::Router {
+        let env = self.deployment.environment("ApiFunction");
+        let settings = ApiSettings {
+            models_dir: models_dir(),
+            threads: 1,
+            poll: std::time::Duration::from_secs(3600),
+            api_key: Some("test-key".into()),
+        };
+        assert!(
+            env.contains_key("TWIN_API_KEY"),
+            "the template gives the api its key"
+        );
+        let aws = self.deployment.aws_for("ApiFunction");
+        let (_system, router) =
+            tokio::task::spawn_blocking(move || twin_fn_api::app(&aws, &settings))
+                .await
+                .unwrap()
+                .expect("the api starts");
+        router
+    }
+
+    /// Prints what each function did and fails on any call outside its role.
+    fn check_roles(&self) {
+        println!(
+            "S3 and SQS calls by function (IAM enforced):\n{}",
+            self.deployment.report()
+        );
+        self.deployment.assert_no_denials();
     }
 
     /// Puts an object and returns the S3 notification AWS would send for it.
@@ -92,6 +137,25 @@ impl Env {
                 .to_string()
         });
         s3_event(&self.bucket, key, size, &etag)
+    }
+
+    /// An object's bytes.
+    fn get(&self, key: &str) -> Vec<u8> {
+        let s3 = self.aws.s3().clone();
+        let (b, k) = (self.bucket.clone(), key.to_string());
+        self.aws.block_on(async move {
+            s3.get_object()
+                .bucket(&b)
+                .key(&k)
+                .send()
+                .await
+                .expect("get")
+                .body
+                .collect()
+                .await
+                .expect("the body")
+                .to_vec()
+        })
     }
 
     /// Every object's key and ETag.
@@ -164,11 +228,11 @@ impl Env {
     }
 
     fn ingest_url(&self) -> String {
-        self.aws.config().ingest_queue_url.clone()
+        self.deployment.queue_url("IngestQueue")
     }
 
     fn train_url(&self) -> String {
-        self.aws.config().train_queue_url.clone()
+        self.deployment.queue_url("TrainQueue")
     }
 
     async fn run_dataset(&self, messages: &[Message]) -> Vec<String> {
@@ -184,6 +248,18 @@ impl Env {
             .into_iter()
             .map(|f| f.item_identifier)
             .collect()
+    }
+}
+
+impl Drop for Env {
+    /// A failed test still shows what each function did and what IAM refused.
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "S3 and SQS calls by function (IAM enforced), at the failure:\n{}",
+                self.deployment.report()
+            );
+        }
     }
 }
 
@@ -345,17 +421,7 @@ async fn upload_to_match_through_the_real_handlers_and_redelivery_changes_nothin
     assert_eq!(again["trained"], false, "{again}");
 
     // The api: a match request event through the router over the bucket.
-    let settings = ApiSettings {
-        models_dir: models_dir(),
-        threads: 1,
-        poll: std::time::Duration::from_secs(3600),
-        api_key: Some("test-key".into()),
-    };
-    let aws = env.aws.clone();
-    let (_system, router) = tokio::task::spawn_blocking(move || twin_fn_api::app(&aws, &settings))
-        .await
-        .unwrap()
-        .expect("the api starts");
+    let router = env.api().await;
     let png = std::fs::read(data_dir().join("media/lin-manuel-miranda.png")).unwrap();
     let (status, body) = api_call(
         &router,
@@ -487,6 +553,109 @@ async fn upload_to_match_through_the_real_handlers_and_redelivery_changes_nothin
         .expect("ingest the enrollment");
     assert_eq!(out["uploads"][0]["upload_id"], upload_id.as_str(), "{out}");
     assert_eq!(out["uploads"][0]["state"], "cropped", "{out}");
+    let batch = env.receive_all(&env.ingest_url());
+    assert_eq!(batch.len(), 1, "one message for the enrollment");
+    assert!(env.run_dataset(&batch).await.is_empty());
+    env.delete(&env.ingest_url(), &batch);
+    assert_eq!(enrollment_state(&router, &upload_id).await, "indexed");
+
+    // The queue fails the send (it is gone for a moment): the invocation fails, the crops and
+    // the `cropped` state are kept with the message pending, and the redelivered event sends it.
+    let (file, bytes) = photos("Keanu_Reeves", 5).pop().unwrap();
+    let key = format!("uploads/Grace_Hopper/{file}");
+    env.deployment.delete_queue("IngestQueue");
+    let event = env.put(&key, bytes);
+    let err = env
+        .ingest
+        .handle(event.clone())
+        .await
+        .expect_err("the send failed, so the invocation fails");
+    println!("ingest with the queue gone: {err}");
+    // moto answers a send to a deleted queue with 403 (AWS: NonExistentQueue): those refusals
+    // are the failure made on purpose, and nothing else.
+    let injected = env.deployment.take_denials("IngestFunction");
+    let queue = env.deployment.spec()["queues"]["IngestQueue"]["name"].clone();
+    assert!(
+        !injected.is_empty()
+            && injected
+                .iter()
+                .all(|c| c.action() == "sqs:SendMessage" && c.target == queue.as_str().unwrap()),
+        "{injected:?}"
+    );
+    env.deployment.create_queue("IngestQueue");
+    let out = env
+        .ingest
+        .handle(event)
+        .await
+        .expect("the redelivered event");
+    assert_eq!(out["uploads"][0]["state"], "cropped", "{out}");
+    let grace = out["uploads"][0]["upload_id"].as_str().unwrap().to_string();
+    let batch = env.receive_all(&env.ingest_url());
+    assert_eq!(batch.len(), 1, "the pending message was sent on redelivery");
+    assert!(env.run_dataset(&batch).await.is_empty());
+    env.delete(&env.ingest_url(), &batch);
+    assert_eq!(enrollment_state(&router, &grace).await, "indexed");
+
+    // Erase the enrolled person: nothing of them is left.
+    let (status, body) = api_call(
+        &router,
+        &api_gateway_v2(
+            "DELETE",
+            "/v1/identities/ada_lovelace",
+            "application/json",
+            b"",
+            Some("test-key"),
+        ),
+    )
+    .await;
+    assert_eq!(status, 204, "{body}");
+    let left: Vec<String> = env
+        .listing()
+        .into_keys()
+        .filter(|k| k.starts_with("crops/ada_lovelace/") || k.starts_with("uploads/ada_lovelace/"))
+        .collect();
+    assert!(left.is_empty(), "left after the erase: {left:?}");
+    for key in env
+        .listing()
+        .into_keys()
+        .filter(|k| k.starts_with("status/"))
+    {
+        let body = env.get(&key);
+        assert!(
+            !String::from_utf8_lossy(&body).contains("ada_lovelace"),
+            "{key} still names the erased person"
+        );
+    }
+    let (status, _) = api_call(
+        &router,
+        &api_gateway_v2(
+            "GET",
+            "/v1/identities/ada_lovelace",
+            "application/json",
+            b"",
+            None,
+        ),
+    )
+    .await;
+    assert_eq!(status, 404);
+    env.check_roles();
+}
+
+/// An enrollment's state as `GET /v1/enrollments/{id}` reports it.
+async fn enrollment_state(router: &axum::Router, upload_id: &str) -> String {
+    let (status, body) = api_call(
+        router,
+        &api_gateway_v2(
+            "GET",
+            &format!("/v1/enrollments/{upload_id}"),
+            "application/json",
+            b"",
+            None,
+        ),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    body["state"].as_str().unwrap_or_default().to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -564,4 +733,5 @@ async fn unusable_uploads_fail_with_a_reason_and_odd_names_are_taken_in() {
     assert!(env.ingest.handle(json!({"hello": "world"})).await.is_err());
     // No message for the failed uploads, one for the photo.
     assert_eq!(env.receive_all(&env.ingest_url()).len(), 1);
+    env.check_roles();
 }

@@ -295,6 +295,63 @@ fn queues_outlast_their_consumers_and_dead_letter() {
 }
 
 #[test]
+fn concurrency_throttling_and_timeouts_are_bounded() {
+    let t = template();
+    let default = |param: &str| -> u64 {
+        t["Parameters"][param]["Default"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{param} has no numeric default"))
+    };
+    // Every function has its own reserved concurrency (a ceiling and a floor), a parameter
+    // whose 0 means none.
+    for f in [
+        "IngestFunction",
+        "DatasetFunction",
+        "TrainFunction",
+        "ApiFunction",
+    ] {
+        let prefix = f.trim_end_matches("Function");
+        let param = format!("{prefix}ReservedConcurrency");
+        let value = &resource(&t, f)["Properties"]["ReservedConcurrentExecutions"]["Fn::If"];
+        assert_eq!(value[0], format!("{prefix}Reserved"), "{f}");
+        assert!(is_ref(&value[1], &param), "{f}: {value}");
+        assert!(is_ref(&value[2], "AWS::NoValue"), "{f}: {value}");
+        assert!(default(&param) >= 1, "{param}");
+        assert_eq!(t["Parameters"][&param]["MinValue"], 0, "{param}");
+    }
+    // A queue's poller never runs more dataset or train invocations than are reserved.
+    assert!(default("DatasetReservedConcurrency") >= default("DatasetMaximumConcurrency"));
+    let train_poller = resource(&t, "TrainFunction")["Properties"]["Events"]["TrainRequests"]
+        ["Properties"]["ScalingConfig"]["MaximumConcurrency"]
+        .as_u64()
+        .expect("the train queue's poller has a maximum concurrency");
+    assert!(default("TrainReservedConcurrency") >= train_poller);
+    // The HTTP API is throttled.
+    let stage = &resource(&t, "HttpApiStage")["Properties"]["DefaultRouteSettings"];
+    assert!(is_ref(
+        &stage["ThrottlingRateLimit"],
+        "ApiThrottlingRateLimit"
+    ));
+    assert!(is_ref(
+        &stage["ThrottlingBurstLimit"],
+        "ApiThrottlingBurstLimit"
+    ));
+    assert!(default("ApiThrottlingRateLimit") >= 1 && default("ApiThrottlingBurstLimit") >= 1);
+    // The api's S3 requests give up before the HTTP API's 30 s integration timeout.
+    let env = &resource(&t, "ApiFunction")["Properties"]["Environment"]["Variables"];
+    let attempt = env["TWIN_AWS_ATTEMPT_TIMEOUT_SECONDS"]
+        .as_u64()
+        .expect("attempt timeout");
+    let operation = env["TWIN_AWS_OPERATION_TIMEOUT_SECONDS"]
+        .as_u64()
+        .expect("operation timeout");
+    assert!(
+        attempt <= operation && operation < default("ApiTimeout"),
+        "{attempt} {operation}"
+    );
+}
+
+#[test]
 fn events_reach_the_right_functions() {
     let t = template();
     let upload = &resource(&t, "IngestFunction")["Properties"]["Events"]["Upload"];

@@ -24,6 +24,10 @@ pub const ENV_ENDPOINT: &str = "AWS_ENDPOINT_URL";
 pub const ENV_MODELS_DIR: &str = "TWIN_MODELS_DIR";
 /// Environment variable: threads for embedding and training.
 pub const ENV_THREADS: &str = "TWIN_THREADS";
+/// Environment variable: seconds one attempt of an AWS request may take.
+pub const ENV_ATTEMPT_TIMEOUT: &str = "TWIN_AWS_ATTEMPT_TIMEOUT_SECONDS";
+/// Environment variable: seconds one AWS request may take, retries included.
+pub const ENV_OPERATION_TIMEOUT: &str = "TWIN_AWS_OPERATION_TIMEOUT_SECONDS";
 
 /// An environment variable's value; unset when empty or blank.
 pub fn env_var(name: &str) -> Option<String> {
@@ -44,6 +48,29 @@ pub fn models_dir_from_env() -> Option<std::path::PathBuf> {
 
 /// Attempts per request (the first one included) for transient failures.
 const DEFAULT_MAX_ATTEMPTS: u32 = 4;
+
+/// How long AWS requests may take. Every client gets all three, so a stalled connection or a
+/// slow endpoint fails a request (and its retries) instead of hanging the function until its
+/// own timeout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AwsTimeouts {
+    /// Establishing a connection.
+    pub connect: Duration,
+    /// One attempt (the largest object the product reads is a 50 MB video).
+    pub attempt: Duration,
+    /// The whole request, retries and backoff included.
+    pub operation: Duration,
+}
+
+impl Default for AwsTimeouts {
+    fn default() -> Self {
+        AwsTimeouts {
+            connect: Duration::from_secs(5),
+            attempt: Duration::from_secs(30),
+            operation: Duration::from_secs(90),
+        }
+    }
+}
 
 /// A failure of the AWS adapters outside the core's own error types.
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +103,8 @@ pub struct StaticCredentials {
     pub access_key_id: String,
     /// Secret access key.
     pub secret_access_key: String,
+    /// Session token of temporary credentials (an assumed role's).
+    pub session_token: Option<String>,
 }
 
 impl std::fmt::Debug for StaticCredentials {
@@ -83,6 +112,10 @@ impl std::fmt::Debug for StaticCredentials {
         f.debug_struct("StaticCredentials")
             .field("access_key_id", &self.access_key_id)
             .field("secret_access_key", &"<redacted>")
+            .field(
+                "session_token",
+                &self.session_token.as_ref().map(|_| "<redacted>"),
+            )
             .finish()
     }
 }
@@ -104,6 +137,10 @@ pub struct AwsConfig {
     pub credentials: Option<StaticCredentials>,
     /// Attempts per request for transient failures (standard retry mode with backoff).
     pub max_attempts: u32,
+    /// Timeouts of every request.
+    pub timeouts: AwsTimeouts,
+    /// Interceptors added to both clients (e.g. a record of the calls made).
+    pub interceptors: Vec<aws_sdk_s3::config::SharedInterceptor>,
 }
 
 impl AwsConfig {
@@ -117,6 +154,8 @@ impl AwsConfig {
             region: None,
             credentials: None,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
+            timeouts: AwsTimeouts::default(),
+            interceptors: Vec::new(),
         }
     }
 
@@ -137,7 +176,33 @@ impl AwsConfig {
         self.credentials = Some(StaticCredentials {
             access_key_id: access_key_id.to_string(),
             secret_access_key: secret.to_string(),
+            session_token: None,
         });
+        self
+    }
+
+    /// Sets temporary credentials (an assumed role's key, secret and session token).
+    pub fn with_session_credentials(
+        mut self,
+        access_key_id: &str,
+        secret: &str,
+        session_token: &str,
+    ) -> Self {
+        self.credentials = Some(StaticCredentials {
+            access_key_id: access_key_id.to_string(),
+            secret_access_key: secret.to_string(),
+            session_token: Some(session_token.to_string()),
+        });
+        self
+    }
+
+    /// Adds an interceptor to both clients.
+    pub fn with_interceptor(
+        mut self,
+        interceptor: impl aws_sdk_s3::config::Intercept + 'static,
+    ) -> Self {
+        self.interceptors
+            .push(aws_sdk_s3::config::SharedInterceptor::new(interceptor));
         self
     }
 
@@ -182,6 +247,29 @@ impl AwsConfig {
         }
         let mut c = AwsConfig::new(bucket.trim(), ingest.trim(), train.trim());
         c.endpoint_url = get(ENV_ENDPOINT).map(|v| v.trim().to_string());
+        let seconds = |name: &str| -> Result<Option<Duration>, AwsError> {
+            get(name)
+                .map(|v| match v.trim().parse::<u64>() {
+                    Ok(n) if n > 0 => Ok(Duration::from_secs(n)),
+                    _ => Err(AwsError::Config(format!(
+                        "{name} must be a whole number of seconds above 0, not {v:?}"
+                    ))),
+                })
+                .transpose()
+        };
+        if let Some(d) = seconds(ENV_ATTEMPT_TIMEOUT)? {
+            c.timeouts.attempt = d;
+        }
+        if let Some(d) = seconds(ENV_OPERATION_TIMEOUT)? {
+            c.timeouts.operation = d;
+        }
+        if c.timeouts.attempt > c.timeouts.operation {
+            return Err(AwsError::Config(format!(
+                "{ENV_ATTEMPT_TIMEOUT} ({} s) is longer than {ENV_OPERATION_TIMEOUT} ({} s)",
+                c.timeouts.attempt.as_secs(),
+                c.timeouts.operation.as_secs()
+            )));
+        }
         Ok(c)
     }
 }
@@ -209,7 +297,9 @@ impl Aws {
             .with_initial_backoff(Duration::from_millis(100))
             .with_max_backoff(Duration::from_secs(5));
         let timeouts = TimeoutConfig::builder()
-            .connect_timeout(Duration::from_secs(5))
+            .connect_timeout(config.timeouts.connect)
+            .operation_attempt_timeout(config.timeouts.attempt)
+            .operation_timeout(config.timeouts.operation)
             .build();
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
             .retry_config(retry)
@@ -224,7 +314,7 @@ impl Aws {
             loader = loader.credentials_provider(aws_sdk_s3::config::Credentials::new(
                 &c.access_key_id,
                 &c.secret_access_key,
-                None,
+                c.session_token.clone(),
                 None,
                 "twin-aws-static",
             ));
@@ -236,13 +326,17 @@ impl Aws {
                     .into(),
             ));
         }
-        let s3_conf = aws_sdk_s3::config::Builder::from(&sdk)
-            .force_path_style(config.endpoint_url.is_some())
-            .build();
+        let mut s3_conf =
+            aws_sdk_s3::config::Builder::from(&sdk).force_path_style(config.endpoint_url.is_some());
+        let mut sqs_conf = aws_sdk_sqs::config::Builder::from(&sdk);
+        for i in &config.interceptors {
+            s3_conf.push_interceptor(i.clone());
+            sqs_conf.push_interceptor(i.clone());
+        }
         Ok(Aws {
             bridge,
-            s3: aws_sdk_s3::Client::from_conf(s3_conf),
-            sqs: aws_sdk_sqs::Client::new(&sdk),
+            s3: aws_sdk_s3::Client::from_conf(s3_conf.build()),
+            sqs: aws_sdk_sqs::Client::from_conf(sqs_conf.build()),
             config,
         })
     }
@@ -360,5 +454,53 @@ mod tests {
             text.contains("AKIDEXAMPLE") && !text.contains("s3cr3t"),
             "{text}"
         );
+        let c = AwsConfig::new("b", "i", "t").with_session_credentials(
+            "ASIAEXAMPLE",
+            "s3cr3t",
+            "t0k3n",
+        );
+        let text = format!("{c:?}");
+        assert!(
+            text.contains("ASIAEXAMPLE") && !text.contains("s3cr3t") && !text.contains("t0k3n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn every_client_gets_connect_attempt_and_operation_timeouts() {
+        let vars = [
+            (ENV_BUCKET, "b"),
+            (ENV_INGEST_QUEUE, "i"),
+            (ENV_TRAIN_QUEUE, "t"),
+            (ENV_ATTEMPT_TIMEOUT, "4"),
+            (ENV_OPERATION_TIMEOUT, "15"),
+        ];
+        let c = AwsConfig::from_lookup(lookup(&vars))
+            .unwrap()
+            .with_region("us-east-1");
+        assert_eq!(c.timeouts.attempt, Duration::from_secs(4));
+        assert_eq!(c.timeouts.operation, Duration::from_secs(15));
+        let aws = Aws::connect(c).unwrap();
+        let s3 = aws.s3().config().timeout_config().expect("S3 timeouts");
+        let sqs = aws.sqs().config().timeout_config().expect("SQS timeouts");
+        for t in [s3, sqs] {
+            assert_eq!(t.connect_timeout(), Some(Duration::from_secs(5)));
+            assert_eq!(t.operation_attempt_timeout(), Some(Duration::from_secs(4)));
+            assert_eq!(t.operation_timeout(), Some(Duration::from_secs(15)));
+        }
+        // Defaults when unset; nonsense refused with the variable named.
+        let d = AwsConfig::from_lookup(lookup(&vars[..3])).unwrap();
+        assert_eq!(d.timeouts, AwsTimeouts::default());
+        for bad in [("0", "15"), ("x", "15"), ("20", "15")] {
+            let err = AwsConfig::from_lookup(lookup(&[
+                (ENV_BUCKET, "b"),
+                (ENV_INGEST_QUEUE, "i"),
+                (ENV_TRAIN_QUEUE, "t"),
+                (ENV_ATTEMPT_TIMEOUT, bad.0),
+                (ENV_OPERATION_TIMEOUT, bad.1),
+            ]))
+            .unwrap_err();
+            assert!(err.to_string().contains(ENV_ATTEMPT_TIMEOUT), "{err}");
+        }
     }
 }
