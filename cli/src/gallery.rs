@@ -126,9 +126,13 @@ pub fn match_photo(data: &Path, args: MatchArgs) -> anyhow::Result<ExitCode> {
 
 #[derive(Args)]
 pub struct EnrollArgs {
-    /// The person's name.
+    /// The person's name (any script). A new enrollment is a new person, even under a name
+    /// like someone else's (it then gets the next free slug, e.g. `ada_lovelace_2`).
     #[arg(long)]
     name: String,
+    /// Add this video to a person already in the gallery (their slug) instead.
+    #[arg(long, value_name = "SLUG")]
+    join: Option<String>,
     /// A 5–6 s video of the face turning to both sides (or a photo).
     file: PathBuf,
 }
@@ -136,7 +140,7 @@ pub struct EnrollArgs {
 pub fn enroll(data: &Path, args: EnrollArgs) -> anyhow::Result<ExitCode> {
     let sys = open_inline(data, 1)?;
     sys.resume_inline()?;
-    let s = sys.enroll_file(&args.name, &args.file)?;
+    let s = sys.enroll_file(&args.name, args.join.as_deref(), &args.file)?;
     eprintln!(
         "twin: {} ({}): {}{}; {} faces kept of {} frames; rejected {:?}; head turned left {:?}, right {:?}",
         s.display_name,
@@ -149,6 +153,9 @@ pub fn enroll(data: &Path, args: EnrollArgs) -> anyhow::Result<ExitCode> {
         s.turned_left,
         s.turned_right
     );
+    for line in twin_core::steps::advice(&s) {
+        eprintln!("twin: {line}");
+    }
     println!("{}", serde_json::to_string(&s)?);
     Ok(if s.state == "indexed" {
         ExitCode::SUCCESS

@@ -373,3 +373,43 @@ fn an_existing_output_folder_is_not_overwritten() {
         .collect();
     assert_eq!(names, ["keep.txt"]);
 }
+
+#[test]
+fn a_dark_enrollment_fails_and_says_what_to_do() {
+    // The clip's first 4 s at a third of their brightness: most faces are lost in the dark.
+    let dir = tempfile::tempdir().unwrap();
+    let dark = dir.path().join("dark.mp4");
+    let out = Command::new("ffmpeg")
+        .args(["-v", "error", "-y", "-i"])
+        .arg(media("short_hamilton_clip.mp4"))
+        .args(["-t", "4", "-vf", "lutyuv=y=val*0.3", "-an"])
+        .arg(&dark)
+        .output()
+        .expect("ffmpeg is missing: run scripts/setup");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = Command::new(env!("CARGO_BIN_EXE_twin"))
+        .env("TWIN_DATA", dir.path().join("data"))
+        .args([
+            std::ffi::OsStr::new("enroll"),
+            "--name".as_ref(),
+            "Ada Lovelace".as_ref(),
+            dark.as_os_str(),
+        ])
+        .output()
+        .unwrap();
+    let text = stderr(&out);
+    assert!(!out.status.success(), "{text}");
+    let status = json_line(&out);
+    assert_eq!(status["state"], "failed", "{status}");
+    // The reasons are kept with the failure, and said in words a person can act on.
+    let too_dark = status["rejected"]["too_dark"].as_u64().unwrap_or(0);
+    assert!(too_dark > 0, "{status}");
+    assert!(
+        text.contains(&format!(
+            "twin: it was too dark in {too_dark} of {} frames: face a window or a lamp",
+            status["frames_sampled"]
+        )),
+        "{text}"
+    );
+    assert!(text.contains("twin: no face was found in"), "{text}");
+}

@@ -671,9 +671,31 @@ impl System {
     }
 
     /// Starts an enrollment for `name`: the upload comes next ([`System::upload_enrollment`]).
-    pub fn create_enrollment(&self, name: &str) -> Result<Enrollment, SystemError> {
-        let display_name = keys::display_name(name)?;
-        let slug = keys::slugify(&display_name);
+    ///
+    /// A new enrollment is a new person: when the name's slug is already someone's (in the
+    /// gallery, or an enrollment with stored uploads or crops), it gets the next free one
+    /// (`barack_obama_2`), so "barack-OBAMA!" no longer folds into Barack Obama. More videos of
+    /// a person already in the gallery go to `join` (their slug), which keeps their name.
+    pub fn create_enrollment(
+        &self,
+        name: &str,
+        join: Option<&str>,
+    ) -> Result<Enrollment, SystemError> {
+        let mut display_name = keys::display_name(name)?;
+        let manifest = dataset::load_current_manifest(&*self.store)?;
+        let slug = match join {
+            Some(slug) => {
+                let known = manifest
+                    .as_ref()
+                    .and_then(|m| m.identity(slug))
+                    .ok_or_else(|| {
+                        SystemError::NotFound(format!("there is no person {slug:?} to join"))
+                    })?;
+                display_name = known.display_name.clone();
+                slug.to_string()
+            }
+            None => self.free_slug(&keys::slugify(&display_name), manifest.as_ref())?,
+        };
         let upload_id = keys::new_upload_id();
         let status = EnrollmentStatus {
             upload_id: upload_id.clone(),
@@ -688,6 +710,36 @@ impl System {
             slug,
             display_name,
         })
+    }
+
+    /// `base`, or `base_2`, `base_3`, … : the first slug that is nobody's yet.
+    fn free_slug(
+        &self,
+        base: &str,
+        manifest: Option<&dataset::Manifest>,
+    ) -> Result<String, SystemError> {
+        keys::check_slug(base)?;
+        for n in 1..=999u32 {
+            let slug = if n == 1 {
+                base.to_string()
+            } else {
+                let suffix = format!("_{n}");
+                let mut head = base.to_string();
+                head.truncate(keys::MAX_SLUG - suffix.len());
+                format!("{}{suffix}", head.trim_end_matches('_'))
+            };
+            let in_gallery = manifest.is_some_and(|m| m.identity(&slug).is_some());
+            if in_gallery
+                || !self.store.list(&format!("uploads/{slug}/"))?.is_empty()
+                || !self.store.list(&format!("crops/{slug}/"))?.is_empty()
+            {
+                continue;
+            }
+            return Ok(slug);
+        }
+        Err(SystemError::Conflict(format!(
+            "too many people are named like {base:?}"
+        )))
     }
 
     /// Stores an enrollment's video or photo and starts cutting faces in the background.
@@ -744,7 +796,12 @@ impl System {
     }
 
     /// Enrolls a file in one call (the `twin enroll` command): same steps as the server.
-    pub fn enroll_file(&self, name: &str, path: &Path) -> Result<EnrollmentStatus, SystemError> {
+    pub fn enroll_file(
+        &self,
+        name: &str,
+        join: Option<&str>,
+        path: &Path,
+    ) -> Result<EnrollmentStatus, SystemError> {
         let ext = path
             .extension()
             .and_then(|e| e.to_str())
@@ -774,7 +831,7 @@ impl System {
         }
         let bytes = std::fs::read(path)
             .map_err(|e| SystemError::BadInput(format!("cannot read {}: {e}", path.display())))?;
-        let e = self.create_enrollment(name)?;
+        let e = self.create_enrollment(name, join)?;
         self.upload_enrollment(&e.upload_id, content_type, &bytes)
     }
 
@@ -833,7 +890,22 @@ impl System {
                     return self.fail(status, format!("the video could not be used: {e}"))
                 }
                 Err(e @ EnrollError::NotEnoughFrames { .. }) => {
-                    return self.fail(status, e.to_string())
+                    // The counts stay with the failure: the advice is made from them.
+                    if let EnrollError::NotEnoughFrames {
+                        kept,
+                        frames_sampled,
+                        rejected_by_reason,
+                        ..
+                    } = &e
+                    {
+                        status.frames_sampled = Some(*frames_sampled as u32);
+                        status.kept = Some(*kept as u32);
+                        status.rejected = rejected_by_reason
+                            .iter()
+                            .map(|(r, n)| (r.to_string(), *n as u32))
+                            .collect();
+                    }
+                    return self.fail(status, e.to_string());
                 }
                 Err(e) => return Err(SystemError::Internal(e.to_string())),
             };

@@ -955,6 +955,68 @@ async fn enroll_match_erase() {
         200
     );
 
+    // A name that folds into his slug is a new person, shown as typed; adding to him is asked
+    // for by his slug and keeps his name.
+    let enroll = |body: String| {
+        keyed(
+            with_body(
+                Method::POST,
+                "/v1/enrollments",
+                Some("application/json"),
+                body,
+            ),
+            KEY,
+        )
+    };
+    let other = send(&app, enroll(r#"{"name":"barack-OBAMA!"}"#.into()))
+        .await
+        .json();
+    assert_eq!(
+        (other["slug"].as_str(), other["display_name"].as_str()),
+        (Some("barack_obama_2"), Some("barack-OBAMA!")),
+        "{other}"
+    );
+    let again = send(
+        &app,
+        enroll(r#"{"name":"Barry","join":"barack_obama"}"#.into()),
+    )
+    .await
+    .json();
+    assert_eq!(
+        (again["slug"].as_str(), again["display_name"].as_str()),
+        (Some("barack_obama"), Some("Barack Obama")),
+        "{again}"
+    );
+    send(&app, enroll(r#"{"name":"Ada","join":"nobody"}"#.into()))
+        .await
+        .error(404, "not_found");
+    // Names in other scripts are kept as typed, with slugs of their own; text that changes
+    // direction is refused.
+    for name in ["Анна Каренина", "李小龙", "محمد صلاح", "Αλέξανδρος"]
+    {
+        let r = send(
+            &app,
+            enroll(serde_json::json!({ "name": name }).to_string()),
+        )
+        .await;
+        assert_eq!(r.status, 201, "{name}: {:?}", r.body);
+        let created = r.json();
+        assert_eq!(created["display_name"], name);
+        let slug = created["slug"].as_str().unwrap();
+        assert!(slug.starts_with("id_"), "{name}: {slug}");
+        let status = send(&app, get(created["status_url"].as_str().unwrap()))
+            .await
+            .json();
+        assert_eq!(status["display_name"], name);
+    }
+    let m = send(
+        &app,
+        enroll(serde_json::json!({ "name": "Ada\u{202E}evil" }).to_string()),
+    )
+    .await
+    .error(400, "bad_request");
+    assert!(m.contains("direction"), "{m}");
+
     // Erase him: not without the key, then gone everywhere.
     send(
         &app,

@@ -288,6 +288,9 @@ async fn match_photo(
 #[derive(Deserialize)]
 struct CreateEnrollment {
     name: String,
+    /// The slug of a person already in the gallery to add this video to (otherwise the
+    /// enrollment is a new person, even under a name like someone else's).
+    join: Option<String>,
     /// The upload's type (needed for a presigned upload).
     content_type: Option<String>,
     /// The upload's size in bytes (needed for a presigned upload).
@@ -349,7 +352,7 @@ async fn create_enrollment(
         None => None,
     };
     let system = st.system.clone();
-    let e = blocking(move || system.create_enrollment(&body.name)).await?;
+    let e = blocking(move || system.create_enrollment(&body.name, body.join.as_deref())).await?;
     let status_url = format!("/v1/enrollments/{}", e.upload_id);
     let (upload_url, upload_headers) = match presign {
         Some((signer, content_type, ext, size)) => {
@@ -411,6 +414,11 @@ fn status_json(status: &crate::system::EnrollmentStatus) -> Result<Value, ApiErr
     let mut v = to_json(status)?;
     if let Value::Object(map) = &mut v {
         map.remove("source_key");
+        map.remove("queued");
+        map.insert(
+            "advice".into(),
+            serde_json::json!(crate::steps::advice(status)),
+        );
     }
     add_picture_urls(&mut v, "crops");
     Ok(v)
