@@ -83,6 +83,12 @@ pub trait UploadSigner: Send + Sync {
         content_type: &str,
         content_length: u64,
     ) -> Result<PresignedPut, StoreError>;
+
+    /// The origin (`scheme://host[:port]`) presigned uploads go to, which the web page must be
+    /// allowed to connect to; `None` when unknown.
+    fn upload_origin(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Checks that a key is relative, `/`-separated, with segments of `[A-Za-z0-9._-]` that are

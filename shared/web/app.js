@@ -296,6 +296,12 @@ function renderStatus(s) {
     strip.replaceChildren(...urls.slice(0, 12).map((u) => el('img', { src: u, alt: '', width: 48, height: 48, loading: 'lazy' })));
   }
 
+  // What to do about a failed or weak enrollment, in words (from the per-frame reasons).
+  const advice = s.advice || [];
+  $('#enroll-advice').replaceChildren(...advice.map((a) =>
+    el('li', { text: a.charAt(0).toUpperCase() + a.slice(1) + '.' })));
+  $('#enroll-advice-box').hidden = advice.length === 0;
+
   const l = s.turned_left;
   const r = s.turned_right;
   if (l == null && r == null) {
@@ -316,7 +322,7 @@ function renderStatus(s) {
 async function enroll(event) {
   event.preventDefault();
   const name = $('#enroll-name').value.trim();
-  const file = $('#enroll-file').files[0];
+  const file = $('#enroll-file').files[0] || recordedVideo;
   const state = $('#enroll-state');
   const submit = $('#enroll-submit');
   $('#enroll-progress').hidden = false;
@@ -325,12 +331,14 @@ async function enroll(event) {
   $('#enroll-rejected').replaceChildren();
   $('#enroll-crops').replaceChildren();
   $('#enroll-turn').textContent = '';
+  $('#enroll-advice').replaceChildren();
+  $('#enroll-advice-box').hidden = true;
   $('#enroll-upload').value = 0;
   $('#enroll-title').textContent = name;
   state.classList.remove('error');
   if (!name || !file) {
     state.dataset.state = 'failed';
-    state.textContent = 'Give your name and choose a video.';
+    state.textContent = 'Give your name, and choose a video or film one with the camera.';
     state.classList.add('error');
     return;
   }
@@ -372,6 +380,161 @@ async function enroll(event) {
   } finally {
     submit.disabled = false;
   }
+}
+
+// --- Camera ---------------------------------------------------------------------------------
+// A match photo or the enrollment video straight from the camera (getUserMedia; the video is
+// recorded with MediaRecorder), with a preview, a countdown and prompts to turn the head.
+
+const RECORD_MS = 6000;
+const PROMPTS = [
+  [0, 'Look at the camera'],
+  [1300, 'Turn your head slowly to your left'],
+  [3000, 'Now slowly to your right'],
+  [4800, 'Back to the camera'],
+];
+let cameraStream = null;
+let cameraMode = null;
+let pendingVideo = null;
+let recordedVideo = null;
+let recordedUrl = null;
+
+function cameraAvailable() {
+  return !!(navigator.mediaDevices && navigator.mediaDevices.getUserMedia);
+}
+
+function cameraButtons(shown) {
+  for (const id of ['camera-shoot', 'camera-record', 'camera-retake', 'camera-use']) {
+    $(`#${id}`).hidden = !shown.includes(id);
+  }
+}
+
+function cameraError(e) {
+  if (e && e.name === 'NotAllowedError') return 'The camera was not allowed. Allow it in the browser, or choose a file instead.';
+  if (e && e.name === 'NotFoundError') return 'No camera was found. Choose a file instead.';
+  return 'The camera could not be started. Choose a file instead.';
+}
+
+async function startCamera() {
+  const video = $('#camera-preview');
+  const prompt = $('#camera-prompt');
+  prompt.textContent = 'Starting the camera…';
+  try {
+    cameraStream = await navigator.mediaDevices.getUserMedia({
+      video: { width: { ideal: 640 }, height: { ideal: 480 }, facingMode: 'user' }, audio: false,
+    });
+  } catch (e) {
+    prompt.textContent = cameraError(e);
+    return false;
+  }
+  video.classList.remove('playback');
+  video.controls = false;
+  video.loop = false;
+  video.removeAttribute('src');
+  video.srcObject = cameraStream;
+  await video.play().catch(() => {});
+  return true;
+}
+
+function stopCamera() {
+  if (cameraStream) for (const t of cameraStream.getTracks()) t.stop();
+  cameraStream = null;
+  $('#camera-count').textContent = '';
+}
+
+async function openCamera(mode) {
+  cameraMode = mode;
+  $('#camera-title').textContent = mode === 'photo' ? 'Take a photo' : 'Film yourself';
+  cameraButtons([]);
+  const dialog = $('#camera-dialog');
+  if (!dialog.open) dialog.showModal();
+  if (!await startCamera()) return;
+  if (mode === 'photo') {
+    $('#camera-prompt').textContent = 'Face the camera, then take the photo.';
+    cameraButtons(['camera-shoot']);
+    $('#camera-shoot').focus();
+  } else {
+    $('#camera-prompt').textContent = 'The camera films for 6 seconds: look at it, then turn your head slowly to the left and to the right.';
+    cameraButtons(['camera-record']);
+    $('#camera-record').focus();
+  }
+}
+
+function closeCamera() {
+  const dialog = $('#camera-dialog');
+  if (dialog.open) dialog.close();
+}
+
+async function shootPhoto() {
+  const video = $('#camera-preview');
+  const canvas = document.createElement('canvas');
+  canvas.width = video.videoWidth;
+  canvas.height = video.videoHeight;
+  canvas.getContext('2d').drawImage(video, 0, 0);
+  const blob = await new Promise((r) => canvas.toBlob(r, 'image/jpeg', 0.92));
+  closeCamera();
+  if (blob) matchFile(new File([blob], 'camera.jpg', { type: 'image/jpeg' }));
+}
+
+function recorderType() {
+  const types = ['video/webm;codecs=vp8', 'video/webm;codecs=vp9', 'video/webm', 'video/mp4'];
+  return types.find((t) => window.MediaRecorder && MediaRecorder.isTypeSupported(t)) || '';
+}
+
+async function recordVideo() {
+  cameraButtons([]);
+  const count = $('#camera-count');
+  const prompt = $('#camera-prompt');
+  for (let n = 3; n > 0; n -= 1) {
+    count.textContent = String(n);
+    prompt.textContent = `Filming starts in ${n}…`;
+    await sleep(1000);
+    if (!cameraStream) return; // closed meanwhile
+  }
+  count.textContent = '';
+  const type = recorderType();
+  const recorder = new MediaRecorder(cameraStream, type ? { mimeType: type } : undefined);
+  const chunks = [];
+  recorder.ondataavailable = (e) => { if (e.data.size) chunks.push(e.data); };
+  const stopped = new Promise((r) => { recorder.onstop = r; });
+  recorder.start(250);
+  const started = performance.now();
+  for (const [at, text] of PROMPTS) {
+    const wait = at - (performance.now() - started);
+    if (wait > 0) await sleep(wait);
+    prompt.textContent = text;
+  }
+  await sleep(Math.max(0, RECORD_MS - (performance.now() - started)));
+  if (recorder.state !== 'inactive') recorder.stop();
+  await stopped;
+  stopCamera();
+  const base = (recorder.mimeType || type || 'video/webm').split(';')[0];
+  const blob = new Blob(chunks, { type: base });
+  pendingVideo = new File([blob], `camera.${base === 'video/mp4' ? 'mp4' : 'webm'}`, { type: base });
+  // Played back for a look before it is used.
+  const video = $('#camera-preview');
+  if (recordedUrl) URL.revokeObjectURL(recordedUrl);
+  recordedUrl = URL.createObjectURL(blob);
+  video.srcObject = null;
+  video.src = recordedUrl;
+  video.classList.add('playback');
+  video.controls = true;
+  video.loop = true;
+  video.play().catch(() => {});
+  prompt.textContent = 'Filmed. Use this video, or film again.';
+  cameraButtons(['camera-retake', 'camera-use']);
+  $('#camera-use').focus();
+}
+
+function useRecording() {
+  if (!pendingVideo) return;
+  recordedVideo = pendingVideo;
+  pendingVideo = null;
+  $('#enroll-file').value = '';
+  const mb = (recordedVideo.size / 1048576).toFixed(1);
+  $('#enroll-recorded').textContent = `Your video from the camera is ready (${mb} MB).`;
+  closeCamera();
+  $('#enroll-submit').focus();
 }
 
 // --- Gallery --------------------------------------------------------------------------------
@@ -463,6 +626,33 @@ document.addEventListener('DOMContentLoaded', () => {
   });
   $('#match-form').addEventListener('submit', (e) => e.preventDefault());
   $('#enroll-form').addEventListener('submit', enroll);
+  $('#enroll-file').addEventListener('change', (e) => {
+    if (e.target.files[0]) {
+      recordedVideo = null;
+      $('#enroll-recorded').textContent = '';
+    }
+  });
+  if (cameraAvailable()) {
+    $('#match-camera').hidden = false;
+    $('#match-camera').addEventListener('click', () => openCamera('photo'));
+    if (window.MediaRecorder) {
+      $('#enroll-camera-choice').hidden = false;
+      $('#enroll-camera').addEventListener('click', () => openCamera('video'));
+    }
+  }
+  $('#camera-shoot').addEventListener('click', shootPhoto);
+  $('#camera-record').addEventListener('click', recordVideo);
+  $('#camera-retake').addEventListener('click', () => openCamera('video'));
+  $('#camera-use').addEventListener('click', useRecording);
+  $('#camera-cancel').addEventListener('click', closeCamera);
+  // However the dialog closes (Cancel, Escape), the camera is turned off.
+  $('#camera-dialog').addEventListener('close', () => {
+    stopCamera();
+    const video = $('#camera-preview');
+    video.pause();
+    video.srcObject = null;
+    video.removeAttribute('src');
+  });
   $('#gallery-more').addEventListener('click', () => loadGallery(false));
   $('#erase-confirm').addEventListener('click', confirmErase);
   $('#key-settings').addEventListener('click', () => askKey('Enrolling and erasing need this server\'s API key.'));

@@ -422,6 +422,26 @@ async fn upload_to_match_through_the_real_handlers_and_redelivery_changes_nothin
 
     // The api: a match request event through the router over the bucket.
     let router = env.api().await;
+    // The page may send the presigned upload to the bucket's origin, and nowhere else.
+    let res = router
+        .clone()
+        .oneshot(
+            lambda_http::request::from_str(&api_gateway_v2("GET", "/", "text/html", b"", None))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let csp = res.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        csp.contains(&format!(
+            "connect-src 'self' {};",
+            env.deployment.moto().endpoint()
+        )),
+        "{csp}"
+    );
     let png = std::fs::read(data_dir().join("media/lin-manuel-miranda.png")).unwrap();
     let (status, body) = api_call(
         &router,

@@ -335,6 +335,22 @@ impl UploadSigner for S3Store {
             expires_in: p.expires_in.as_secs(),
         })
     }
+
+    /// Where the SDK sends a presigned `PUT` (the bucket's virtual host, or the endpoint with
+    /// path-style addressing): taken from a URL presigned for a key nobody writes.
+    fn upload_origin(&self) -> Option<String> {
+        let p = S3Store::presign_put(
+            self,
+            "uploads/origin-probe",
+            "application/octet-stream",
+            1,
+            Duration::from_secs(60),
+        )
+        .ok()?;
+        let (scheme, rest) = p.url.split_once("://")?;
+        let host = rest.split(['/', '?']).next()?;
+        (!host.is_empty()).then(|| format!("{scheme}://{host}"))
+    }
 }
 
 impl ObjectStore for S3Store {

@@ -117,12 +117,15 @@ pub fn router(system: Arc<System>) -> Router {
 /// The router with an explicit configuration.
 pub fn router_with(system: Arc<System>, config: HttpConfig) -> Router {
     let photo_limit = config.max_photo_bytes + FORM_OVERHEAD;
+    let origin = config.signer.as_ref().and_then(|s| s.upload_origin());
+    let csp = HeaderValue::from_str(&page::page_csp(origin.as_deref()))
+        .unwrap_or_else(|_| HeaderValue::from_static("default-src 'none'"));
     let state = AppState {
         system,
         config: Arc::new(config),
     };
     Router::new()
-        .route("/", get(page::index))
+        .route("/", get(move || async move { page::index(&csp) }))
         .route("/app.js", get(page::script))
         .route("/style.css", get(page::style))
         .route("/favicon.svg", get(page::favicon))

@@ -10,11 +10,23 @@ const FAVICON_SVG: &str = include_str!("../../web/favicon.svg");
 /// The API's OpenAPI 3.1 document.
 pub const OPENAPI_JSON: &str = include_str!("openapi.json");
 
-/// The page may load only its own script, style and pictures (and the photo being matched,
-/// which it shows from a `blob:` URL).
-const PAGE_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
-     img-src 'self' blob:; media-src 'self' blob:; connect-src 'self'; form-action 'none'; \
-     base-uri 'none'; frame-ancestors 'none'";
+/// The page may load only its own script, style and pictures (and the photo being matched or
+/// the video filmed, which it shows from `blob:` URLs), and connect only to its own origin and,
+/// when uploads are presigned, to where they go (`upload_origin`).
+pub fn page_csp(upload_origin: Option<&str>) -> String {
+    let extra = upload_origin
+        .filter(|o| {
+            o.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b".:/-_[]".contains(&b))
+        })
+        .map(|o| format!(" {o}"))
+        .unwrap_or_default();
+    format!(
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob:; \
+         media-src 'self' blob:; connect-src 'self'{extra}; form-action 'none'; \
+         base-uri 'none'; frame-ancestors 'none'"
+    )
+}
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {
     (
@@ -27,13 +39,11 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
         .into_response()
 }
 
-/// `GET /`.
-pub async fn index() -> Response {
+/// `GET /`, with the page's content security policy.
+pub fn index(csp: &HeaderValue) -> Response {
     let mut r = asset("text/html; charset=utf-8", INDEX_HTML);
-    r.headers_mut().insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(PAGE_CSP),
-    );
+    r.headers_mut()
+        .insert(header::CONTENT_SECURITY_POLICY, csp.clone());
     r
 }
 
@@ -55,4 +65,23 @@ pub async fn openapi() -> Response {
 /// `GET /favicon.svg`.
 pub async fn favicon() -> Response {
     asset("image/svg+xml", FAVICON_SVG)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::page_csp;
+
+    #[test]
+    fn the_page_connects_to_its_origin_and_where_uploads_go_only() {
+        assert!(page_csp(None).contains("connect-src 'self';"));
+        let aws = page_csp(Some("https://b-1.s3.us-east-1.amazonaws.com"));
+        assert!(
+            aws.contains("connect-src 'self' https://b-1.s3.us-east-1.amazonaws.com;"),
+            "{aws}"
+        );
+        // Anything that could add a directive is not an origin.
+        let hostile = page_csp(Some("https://x; script-src *"));
+        assert!(hostile.contains("connect-src 'self';"), "{hostile}");
+        assert!(!hostile.contains("script-src *"), "{hostile}");
+    }
 }
