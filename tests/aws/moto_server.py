@@ -13,8 +13,10 @@ two kinds of request that AWS accepts then fail inside moto (HTTP 500, seen with
 It also turns off moto's server-wide CORS headers, which allow any origin on every response.
 
 This launcher makes moto do what S3 does for the first two, and nothing more permissive: the
-preflight is answered from the CORS rules (a disallowed origin, method or header still gets no
-`Access-Control-Allow-*`), and a presigned request is checked like any other: the key must exist
+preflight is answered from the CORS rules as moto does without IAM (a disallowed origin is
+refused; for an allowed one it answers the rule's methods and headers, and the browser refuses a
+request whose method or headers are not among them), and a presigned request is checked like any
+other: the key must exist
 (with its session token), the signature must match the query-string SigV4 signature computed
 with the key's secret, the URL must not have expired, and the signer's policies must allow the
 action on the object.

@@ -12,11 +12,12 @@
 //!   and linked; the `bench` profile is `release`'s; `cargo build --release -p twin-fn-api`, as
 //!   the Dockerfile runs it, would rebuild the dependency graph for its own feature set) and
 //!   takes the executable path cargo reports;
-//! - runs a minimal Lambda Runtime API on 127.0.0.1 (what lambda_runtime 1.x calls:
-//!   `GET /2018-06-01/runtime/invocation/next`, `POST .../invocation/{id}/response`,
-//!   `.../invocation/{id}/error`, `/2018-06-01/runtime/init/error`) and spawns the binary against
-//!   it with the environment Lambda and the SAM template would give it (a cleared environment
-//!   otherwise; JSON logs, as the template's `LoggingConfig` asks);
+//! - runs a minimal Lambda Runtime API on 127.0.0.1 ([`twin_tests::lambda::RuntimeApi`], what
+//!   lambda_runtime 1.x calls: `GET /2018-06-01/runtime/invocation/next`,
+//!   `POST .../invocation/{id}/response`, `.../invocation/{id}/error`,
+//!   `/2018-06-01/runtime/init/error`) and spawns the binary against it with the environment
+//!   Lambda and the SAM template would give it ([`twin_tests::lambda::lambda_command`]: a
+//!   cleared environment otherwise; JSON logs, as the template's `LoggingConfig` asks);
 //! - [`RUNS`] times: the first invocation is an API Gateway HTTP API (payload 2.0)
 //!   `POST /v1/match` event with `data/media/lin-manuel-miranda.png`, queued before the spawn;
 //!   the cold start is spawn → its response `POST` (checked: a 200 with faces, answered by the
@@ -32,15 +33,10 @@
 //! (no image pull, no firecracker start, no `/opt` on a cold EFS-less disk): read the numbers as
 //! the process's own share of a cold start.
 
-use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Ipv4Addr, Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, Sender};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use twin_core::embed::{Embedder, EmbedderOptions};
@@ -51,6 +47,7 @@ use twin_core::system::{System, SystemConfig};
 use twin_core::train::TrainOptions;
 use twin_fn_api::ApiSettings;
 use twin_tests::events::api_gateway_v2;
+use twin_tests::lambda::{function_arn, lambda_command, FunctionProcess, Logs, Post, RuntimeApi};
 use twin_tests::moto::{self, Moto};
 use twin_tests::{bench_requested, data_dir, median, repo_root, require_backbone, SETUP_HINT};
 
@@ -63,14 +60,14 @@ const GALLERY: [&str; 3] = ["Barack_Obama", "Jerry_Seinfeld", "Madonna"];
 /// The photo matched, under `data/media`.
 const PHOTO: &str = "lin-manuel-miranda.png";
 /// The template's `ApiMemorySize` default (only reported to the function; nothing limits it).
-const MEMORY_MB: u32 = 2048;
+const MEMORY_MB: u64 = 2048;
 /// The template's `ApiTimeout` default: the invocation deadline handed out.
 const TIMEOUT: Duration = Duration::from_secs(29);
 /// How long a run may take before it is called stuck.
 const RUN_LIMIT: Duration = Duration::from_secs(120);
 /// In-process repetitions of each piece of opening.
 const IN_PROCESS: usize = 3;
-const FUNCTION_ARN: &str = "arn:aws:lambda:us-east-1:123456789012:function:twin-api";
+const FUNCTION_NAME: &str = "twin-api";
 
 fn main() {
     if !bench_requested("api_cold_start") {
@@ -395,19 +392,10 @@ struct Run {
 }
 
 fn cold_run(api: &Path, env: &FunctionEnv, event: &str) -> Run {
-    let rt = RuntimeApi::start();
+    let rt = RuntimeApi::start(&function_arn(FUNCTION_NAME), TIMEOUT);
     rt.queue("cold-0", event);
-    let mut cmd = Command::new(api);
-    cmd.env_clear()
-        .env("AWS_LAMBDA_RUNTIME_API", format!("127.0.0.1:{}", rt.port))
-        .env("AWS_LAMBDA_FUNCTION_NAME", "twin-api")
-        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", MEMORY_MB.to_string())
-        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
-        .env("AWS_LAMBDA_LOG_STREAM_NAME", "2026/11/29/[$LATEST]bench")
-        .env("AWS_LAMBDA_LOG_GROUP_NAME", "/aws/lambda/twin-api")
-        .env("AWS_LAMBDA_LOG_FORMAT", "JSON")
-        .env("AWS_REGION", moto::REGION)
-        .env("AWS_ACCESS_KEY_ID", moto::ACCESS_KEY)
+    let mut cmd = lambda_command(api, &rt, FUNCTION_NAME, MEMORY_MB);
+    cmd.env("AWS_ACCESS_KEY_ID", moto::ACCESS_KEY)
         .env("AWS_SECRET_ACCESS_KEY", moto::SECRET_KEY)
         .env("AWS_ENDPOINT_URL", &env.endpoint)
         .env("TWIN_BUCKET", &env.aws.bucket)
@@ -415,18 +403,16 @@ fn cold_run(api: &Path, env: &FunctionEnv, event: &str) -> Run {
         .env("TWIN_TRAIN_QUEUE_URL", &env.aws.train_queue_url)
         .env("TWIN_MODEL_POLL_SECONDS", "60")
         .env("TWIN_MODELS_DIR", &env.models_dir)
-        .env("ORT_DYLIB_PATH", &env.ort)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .env("ORT_DYLIB_PATH", &env.ort);
     let started = Instant::now();
-    let mut child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", api.display()));
-    let logs = Logs::follow(&mut child, started);
-    let mut guard = Killer(child);
+    let mut process = FunctionProcess::spawn(cmd, started);
+    let logs = process.logs().clone();
+    let mut wait = |rt: &RuntimeApi| {
+        rt.next_post(RUN_LIMIT, &mut process)
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
 
-    let (at, post) = rt.wait(RUN_LIMIT, &mut guard, &logs);
+    let (at, post) = wait(&rt);
     let cold = at - started;
     check_response(&post, "cold-0", &logs);
     let first_next = rt
@@ -438,12 +424,12 @@ fn cold_run(api: &Path, env: &FunctionEnv, event: &str) -> Run {
     for i in 0..WARM {
         let id = format!("warm-{i}");
         rt.queue(&id, event);
-        let (at, post) = rt.wait(RUN_LIMIT, &mut guard, &logs);
+        let (at, post) = wait(&rt);
         check_response(&post, &id, &logs);
         warm.push(at - rt.handed(&id));
     }
-    let peak_rss_mb = peak_rss_mb(guard.0.id());
-    drop(guard);
+    let peak_rss_mb = peak_rss_mb(process.id());
+    drop(process);
     rt.stop();
     let lines = logs.lines();
     let ready = lines
@@ -462,16 +448,6 @@ fn cold_run(api: &Path, env: &FunctionEnv, event: &str) -> Run {
         warm,
         model_load_ms,
         peak_rss_mb,
-    }
-}
-
-/// Kills the function when dropped (also when a check panics).
-struct Killer(Child);
-
-impl Drop for Killer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 
@@ -513,273 +489,4 @@ fn check_response(post: &Post, expected_id: &str, logs: &Logs) {
         answer["model_version"].as_u64().is_some(),
         "the trained model did not answer: {answer}"
     );
-}
-
-/// The function's stdout and stderr, line by line, with the time each line arrived.
-struct Logs {
-    lines: Arc<Mutex<Vec<(Duration, String)>>>,
-}
-
-impl Logs {
-    fn follow(child: &mut Child, started: Instant) -> Logs {
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let out: Box<dyn Read + Send> = Box::new(child.stdout.take().expect("stdout"));
-        let err: Box<dyn Read + Send> = Box::new(child.stderr.take().expect("stderr"));
-        for stream in [out, err] {
-            let lines = lines.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines() {
-                    let Ok(line) = line else { return };
-                    lines.lock().unwrap().push((started.elapsed(), line));
-                }
-            });
-        }
-        Logs { lines }
-    }
-
-    /// The JSON lines.
-    fn lines(&self) -> Vec<(Duration, Value)> {
-        self.lines
-            .lock()
-            .unwrap()
-            .iter()
-            .filter_map(|(t, l)| serde_json::from_str(l).ok().map(|v| (*t, v)))
-            .collect()
-    }
-
-    fn text(&self) -> String {
-        self.lines
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(_, l)| format!("{l}\n"))
-            .collect()
-    }
-}
-
-/// What the function posted back.
-enum Post {
-    Response { id: String, body: Vec<u8> },
-    Error { id: String, body: String },
-    InitError { body: String },
-}
-
-/// A minimal Lambda Runtime API on loopback: hands out queued events on `GET /next` and reports
-/// what the function posts back, with the time it arrived.
-struct RuntimeApi {
-    port: u16,
-    events: Mutex<Option<Sender<(String, String)>>>,
-    posts: Receiver<(Instant, Post)>,
-    shared: Arc<Shared>,
-}
-
-struct Shared {
-    events: Mutex<Receiver<(String, String)>>,
-    posts: Mutex<Sender<(Instant, Post)>>,
-    first_next: Mutex<Option<Instant>>,
-    handed: Mutex<HashMap<String, Instant>>,
-    stop: AtomicBool,
-}
-
-impl RuntimeApi {
-    fn start() -> RuntimeApi {
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("a loopback port");
-        let port = listener.local_addr().expect("its address").port();
-        let (events_tx, events_rx) = mpsc::channel();
-        let (posts_tx, posts_rx) = mpsc::channel();
-        let shared = Arc::new(Shared {
-            events: Mutex::new(events_rx),
-            posts: Mutex::new(posts_tx),
-            first_next: Mutex::new(None),
-            handed: Mutex::new(HashMap::new()),
-            stop: AtomicBool::new(false),
-        });
-        let s = shared.clone();
-        std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                if s.stop.load(Ordering::SeqCst) {
-                    return;
-                }
-                let Ok(conn) = conn else { continue };
-                let _ = conn.set_nodelay(true);
-                let s = s.clone();
-                std::thread::spawn(move || serve(conn, &s));
-            }
-        });
-        RuntimeApi {
-            port,
-            events: Mutex::new(Some(events_tx)),
-            posts: posts_rx,
-            shared,
-        }
-    }
-
-    /// Queues an invocation.
-    fn queue(&self, id: &str, event: &str) {
-        if let Some(tx) = &*self.events.lock().unwrap() {
-            tx.send((id.to_string(), event.to_string()))
-                .expect("the emulator is running");
-        }
-    }
-
-    /// The next post, panicking with the function's output when it exits or takes too long.
-    fn wait(&self, limit: Duration, child: &mut Killer, logs: &Logs) -> (Instant, Post) {
-        let deadline = Instant::now() + limit;
-        loop {
-            match self.posts.recv_timeout(Duration::from_millis(20)) {
-                Ok(p) => return p,
-                Err(mpsc::RecvTimeoutError::Timeout) => {}
-                Err(e) => panic!("the emulator stopped: {e}"),
-            }
-            // The process exiting (an init failure before `run`) ends the run.
-            if let Ok(Some(status)) = child.0.try_wait() {
-                panic!(
-                    "the api exited ({status}) before answering; its output:\n{}",
-                    logs.text()
-                );
-            }
-            if Instant::now() > deadline {
-                panic!(
-                    "no answer within {limit:?}; the api's output:\n{}",
-                    logs.text()
-                );
-            }
-        }
-    }
-
-    fn first_next(&self) -> Option<Instant> {
-        *self.shared.first_next.lock().unwrap()
-    }
-
-    /// When invocation `id` was handed out.
-    fn handed(&self, id: &str) -> Instant {
-        self.shared.handed.lock().unwrap()[id]
-    }
-
-    /// Stops handing out events and accepting connections.
-    fn stop(self) {
-        self.shared.stop.store(true, Ordering::SeqCst);
-        self.events.lock().unwrap().take();
-        let _ = TcpStream::connect((Ipv4Addr::LOCALHOST, self.port));
-    }
-}
-
-/// One HTTP/1.1 connection from the runtime client (kept alive across requests).
-fn serve(conn: TcpStream, s: &Shared) {
-    let Ok(write_half) = conn.try_clone() else {
-        return;
-    };
-    let mut out = write_half;
-    let mut reader = BufReader::new(conn);
-    while let Some((method, path, body)) = read_request(&mut reader) {
-        let now = Instant::now();
-        let reply = if method == "GET" && path == "/2018-06-01/runtime/invocation/next" {
-            s.first_next.lock().unwrap().get_or_insert(now);
-            // Blocks until an event is queued (a long poll, as Lambda's is).
-            let next = s.events.lock().unwrap().recv();
-            let Ok((id, event)) = next else {
-                let _ = out.shutdown(Shutdown::Both);
-                return;
-            };
-            let deadline = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .expect("a clock after 1970")
-                + TIMEOUT;
-            let head = format!(
-                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\
-                 Lambda-Runtime-Aws-Request-Id: {id}\r\n\
-                 Lambda-Runtime-Deadline-Ms: {}\r\n\
-                 Lambda-Runtime-Invoked-Function-Arn: {FUNCTION_ARN}\r\n\
-                 Lambda-Runtime-Trace-Id: Root=1-674a0000-000000000000000000000000;Parent=0000000000000000;Sampled=0\r\n\
-                 Content-Length: {}\r\n\r\n",
-                deadline.as_millis(),
-                event.len()
-            );
-            s.handed.lock().unwrap().insert(id, Instant::now());
-            [head.into_bytes(), event.into_bytes()].concat()
-        } else if method == "POST" {
-            let post = match path
-                .strip_prefix("/2018-06-01/runtime/")
-                .map(|p| p.split('/').collect::<Vec<_>>())
-                .as_deref()
-            {
-                Some(["invocation", id, "response"]) => Some(Post::Response {
-                    id: id.to_string(),
-                    body,
-                }),
-                Some(["invocation", id, "error"]) => Some(Post::Error {
-                    id: id.to_string(),
-                    body: String::from_utf8_lossy(&body).into_owned(),
-                }),
-                Some(["init", "error"]) => Some(Post::InitError {
-                    body: String::from_utf8_lossy(&body).into_owned(),
-                }),
-                _ => None,
-            };
-            match post {
-                Some(p) => {
-                    let _ = s.posts.lock().unwrap().send((now, p));
-                    b"HTTP/1.1 202 Accepted\r\nContent-Type: application/json\r\nContent-Length: 16\r\n\r\n{\"status\":\"OK\"}\n".to_vec()
-                }
-                None => not_found(),
-            }
-        } else {
-            not_found()
-        };
-        if out.write_all(&reply).and_then(|_| out.flush()).is_err() {
-            return;
-        }
-    }
-}
-
-fn not_found() -> Vec<u8> {
-    b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_vec()
-}
-
-/// Reads one request: method, path, body (by `Content-Length` or chunked). `None` at the end.
-fn read_request(r: &mut BufReader<TcpStream>) -> Option<(String, String, Vec<u8>)> {
-    let mut line = String::new();
-    if r.read_line(&mut line).ok()? == 0 {
-        return None;
-    }
-    let mut parts = line.split_whitespace();
-    let method = parts.next()?.to_string();
-    let path = parts.next()?.to_string();
-    let (mut length, mut chunked) = (0usize, false);
-    loop {
-        let mut h = String::new();
-        if r.read_line(&mut h).ok()? == 0 {
-            return None;
-        }
-        let h = h.trim_end();
-        if h.is_empty() {
-            break;
-        }
-        let (name, value) = h.split_once(':')?;
-        let value = value.trim();
-        if name.eq_ignore_ascii_case("content-length") {
-            length = value.parse().ok()?;
-        } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            chunked = value.eq_ignore_ascii_case("chunked");
-        }
-    }
-    let mut body = Vec::new();
-    if chunked {
-        loop {
-            let mut size = String::new();
-            r.read_line(&mut size).ok()?;
-            let n = usize::from_str_radix(size.trim().split(';').next()?, 16).ok()?;
-            let mut chunk = vec![0; n + 2];
-            r.read_exact(&mut chunk).ok()?;
-            if n == 0 {
-                // Trailers are not expected; the final CRLF is read.
-                break;
-            }
-            body.extend_from_slice(&chunk[..n]);
-        }
-    } else {
-        body.resize(length, 0);
-        r.read_exact(&mut body).ok()?;
-    }
-    Some((method, path, body))
 }

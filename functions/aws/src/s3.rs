@@ -289,9 +289,16 @@ impl S3Store {
             .bridge
             .run(async move { req.presigned(presigning).await })
             .map_err(|e| store_error(&key_owned, e))?;
+        // Only the headers the signature covers (minus `host`, which the client sets): the
+        // uploader must send exactly these, and nothing the bucket's CORS rules do not allow.
+        // (Under Lambda the SDK also adds `x-amzn-trace-id` to every request, presigned ones
+        // included; a browser asked to send it would be refused by the bucket's CORS rules.)
+        let url = presigned.uri().to_string();
+        let signed = signed_headers(&url);
         let mut headers: Vec<(String, String)> = presigned
             .headers()
             .map(|(k, v)| (k.to_ascii_lowercase(), v.to_string()))
+            .filter(|(k, _)| k != "host" && signed.iter().any(|s| s == k))
             .collect();
         headers.sort();
         for needed in ["content-type", "content-length"] {
@@ -302,12 +309,30 @@ impl S3Store {
             }
         }
         Ok(PresignedPut {
-            url: presigned.uri().to_string(),
+            url,
             method: presigned.method().to_string(),
             headers,
             expires_in: expires,
         })
     }
+}
+
+/// The header names a presigned URL's `X-Amz-SignedHeaders` lists, lower-cased.
+fn signed_headers(url: &str) -> Vec<String> {
+    url.split_once('?')
+        .map(|(_, q)| q)
+        .unwrap_or("")
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("X-Amz-SignedHeaders="))
+        .map(|v| {
+            percent_encoding::percent_decode_str(v)
+                .decode_utf8_lossy()
+                .split(';')
+                .map(|h| h.trim().to_ascii_lowercase())
+                .filter(|h| !h.is_empty())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// How long a presigned upload URL stays valid.
@@ -450,6 +475,17 @@ impl ObjectStore for S3Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn signed_headers_are_read_from_the_url() {
+        let url = "http://127.0.0.1:5000/b/uploads/a/x.mp4?X-Amz-Algorithm=AWS4-HMAC-SHA256\
+                   &X-Amz-SignedHeaders=content-length%3Bcontent-type%3Bhost&X-Amz-Signature=ab";
+        assert_eq!(
+            signed_headers(url),
+            vec!["content-length", "content-type", "host"]
+        );
+        assert!(signed_headers("http://h/b/k").is_empty());
+    }
 
     #[test]
     fn raw_keys_allow_what_users_type_but_not_control_characters() {
