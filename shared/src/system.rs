@@ -841,6 +841,22 @@ impl System {
             .ok_or_else(|| SystemError::NotFound(format!("no enrollment {upload_id:?}")))
     }
 
+    /// [`System::enrollment_status`] for someone waiting to be matched: when it says `indexed`
+    /// in a dataset version newer than the gallery this process serves, the gallery is
+    /// reloaded first, so "you can be matched now" is true here at once instead of after the
+    /// next poll of `dataset/CURRENT`.
+    pub fn enrollment_status_fresh(
+        &self,
+        upload_id: &str,
+    ) -> Result<EnrollmentStatus, SystemError> {
+        let status = self.enrollment_status(upload_id)?;
+        let serving = self.current_gallery().version();
+        if status.state == "indexed" && status.dataset_version.is_some_and(|v| v > serving) {
+            self.refresh_gallery()?;
+        }
+        Ok(status)
+    }
+
     fn save_status(&self, s: &EnrollmentStatus, cond: Condition) -> Result<(), SystemError> {
         Ok(steps::save_status(&*self.store, s, cond)?)
     }

@@ -482,7 +482,7 @@ async fn enrollment_status(
 ) -> Result<Json<Value>, ApiError> {
     keys::check_upload_id(&upload_id).map_err(|_| unknown_upload())?;
     let system = st.system.clone();
-    let status = blocking(move || system.enrollment_status(&upload_id)).await?;
+    let status = blocking(move || system.enrollment_status_fresh(&upload_id)).await?;
     Ok(Json(status_json(&status)?))
 }
 
