@@ -9,7 +9,7 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use twin_core::embed::{ChipBatch, Embedder, EmbedderOptions};
 use twin_core::eval::{image_path, parse_pairs, verify};
-use twin_core::face::pipeline::{cut_chip, FacePipeline, PipelineOptions};
+use twin_core::face::pipeline::{cut_chip, FacePipeline, FaceSource, PipelineOptions};
 
 #[derive(Args)]
 pub struct PairsArgs {
@@ -28,6 +28,10 @@ pub struct PairsArgs {
     /// Print the result as JSON on standard output.
     #[arg(long)]
     json: bool,
+    /// face_recognition's distances on the same pairs (`tests/reference/face_recognition_pairs.py`
+    /// output), scored with the same folds and printed beside ours.
+    #[arg(long)]
+    face_recognition: Option<PathBuf>,
 }
 
 pub fn pairs(args: PairsArgs) -> anyhow::Result<ExitCode> {
@@ -61,6 +65,7 @@ pub fn pairs(args: PairsArgs) -> anyhow::Result<ExitCode> {
     );
     bar.set_message("embedding");
     let mut embeddings: HashMap<(String, u32), Option<Vec<f32>>> = HashMap::new();
+    let mut sources: HashMap<(String, u32), FaceSource> = HashMap::new();
     let mut unreadable = 0usize;
     for key in &images {
         let path = image_path(&args.images, &key.0, key.1);
@@ -69,6 +74,7 @@ pub fn pairs(args: PairsArgs) -> anyhow::Result<ExitCode> {
                 let faces = pipeline.find_faces(&img)?;
                 match faces.first() {
                     Some(face) => {
+                        sources.insert(key.clone(), face.source);
                         let mut batch = ChipBatch::with_capacity(1);
                         batch.push(&cut_chip(&img, face))?;
                         Some(embedder.embed(&batch)?.row(0).to_vec())
@@ -113,6 +119,51 @@ pub fn pairs(args: PairsArgs) -> anyhow::Result<ExitCode> {
         v.no_face,
         v.fold_threshold.iter().sum::<f32>() / v.fold_threshold.len().max(1) as f32
     );
+    // Accuracy by the path that found the faces (a pair counts under the later path of its two
+    // faces, in the order detected, cnn, padded, whole image), each fold at its own threshold.
+    let mut by_path: std::collections::BTreeMap<String, (usize, usize)> = Default::default();
+    for (p, d) in pairs.iter().zip(&distances) {
+        let path = match (sources.get(&p.a), sources.get(&p.b)) {
+            (Some(a), Some(b)) => format!("{:?}", a.max(b)),
+            _ => "no face".to_string(),
+        };
+        let t = v.fold_threshold[p.fold];
+        let right = d.is_some_and(|d| (d < t) == p.same);
+        let e = by_path.entry(path).or_default();
+        e.0 += 1;
+        e.1 += right as usize;
+    }
+    eprintln!("twin: by found_by path (the later path of the pair's two faces):");
+    for (path, (n, right)) in &by_path {
+        eprintln!(
+            "twin:   {path:<10} {n:>5} pairs, {:.2} % right",
+            100.0 * *right as f64 / (*n).max(1) as f64
+        );
+    }
+    if let Some(fr) = &args.face_recognition {
+        let text =
+            std::fs::read_to_string(fr).with_context(|| format!("cannot read {}", fr.display()))?;
+        let parsed: serde_json::Value =
+            serde_json::from_str(&text).with_context(|| format!("{} is not JSON", fr.display()))?;
+        let d: Vec<Option<f32>> = parsed["distances"]
+            .as_array()
+            .with_context(|| format!("{}: no \"distances\" list", fr.display()))?
+            .iter()
+            .map(|x| x.as_f64().map(|f| f as f32))
+            .collect();
+        anyhow::ensure!(
+            d.len() == pairs.len(),
+            "{}: {} distances for {} pairs",
+            fr.display(),
+            d.len(),
+            pairs.len()
+        );
+        let f = verify(&pairs, &d);
+        eprintln!(
+            "twin: face_recognition on the same pairs: accuracy {:.4} ± {:.4}, pairs without a face {} (counted wrong); ours {:.4} ± {:.4}, {} without a face",
+            f.accuracy, f.std, f.no_face, v.accuracy, v.std, v.no_face
+        );
+    }
     if args.json {
         println!("{}", serde_json::to_string(&v)?);
     }

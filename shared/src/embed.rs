@@ -377,3 +377,109 @@ impl Embedder {
         })
     }
 }
+
+/// A fully convolutional network run on whole images (the CNN face detector): input `[1,3,H,W]`
+/// planar `f32`, output one `[1,1,H',W']` score map. One ONNX Runtime session, built once.
+pub struct ScoreMapEngine {
+    session: Mutex<ort::session::Session>,
+    input: String,
+    output: String,
+}
+
+/// A score map: `height × width` values, row-major.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScoreMap {
+    /// Rows.
+    pub height: usize,
+    /// Columns.
+    pub width: usize,
+    /// The scores.
+    pub data: Vec<f32>,
+}
+
+impl ScoreMapEngine {
+    /// Loads a model from its bytes; `name` stands for it in errors. `input` and `output` are
+    /// the graph's value names.
+    pub fn from_bytes(
+        name: &Path,
+        bytes: &[u8],
+        input: &str,
+        output: &str,
+        options: &EmbedderOptions,
+    ) -> Result<Self, EmbedError> {
+        let env = runtime()?;
+        let load = |e: ort::Error| EmbedError::ModelLoad {
+            path: name.to_path_buf(),
+            message: e.to_string(),
+        };
+        let mut builder = ort::session::Session::builder(env)
+            .map_err(load)?
+            .with_intra_threads(options.threads.max(1))
+            .map_err(|e| load(e.into()))?
+            .with_inter_threads(1)
+            .map_err(|e| load(e.into()))?;
+        let session = builder.commit_from_memory(bytes).map_err(load)?;
+        for (what, want, names) in [
+            (
+                "input",
+                input,
+                session
+                    .inputs()
+                    .iter()
+                    .map(|i| i.name().to_string())
+                    .collect::<Vec<_>>(),
+            ),
+            (
+                "output",
+                output,
+                session
+                    .outputs()
+                    .iter()
+                    .map(|o| o.name().to_string())
+                    .collect(),
+            ),
+        ] {
+            if !names.iter().any(|n| n == want) {
+                return Err(EmbedError::Interface {
+                    path: name.to_path_buf(),
+                    message: format!("no {what} named \"{want}\""),
+                });
+            }
+        }
+        Ok(ScoreMapEngine {
+            session: Mutex::new(session),
+            input: input.to_string(),
+            output: output.to_string(),
+        })
+    }
+
+    /// Runs the network on one planar RGB image of `height × width` (`3·height·width` values).
+    pub fn run(&self, planes: &[f32], height: usize, width: usize) -> Result<ScoreMap, EmbedError> {
+        if planes.len() != 3 * height * width {
+            return Err(EmbedError::Run(format!(
+                "{} values for a 3×{height}×{width} image",
+                planes.len()
+            )));
+        }
+        let run = |e: ort::Error| EmbedError::Run(e.to_string());
+        let shape = [1i64, 3, height as i64, width as i64];
+        let input = ort::value::TensorRef::from_array_view((shape, planes)).map_err(run)?;
+        let mut session = self.session.lock().unwrap_or_else(|p| p.into_inner());
+        let outputs = session
+            .run(ort::inputs![self.input.as_str() => input])
+            .map_err(run)?;
+        let (out_shape, values) = outputs[self.output.as_str()]
+            .try_extract_tensor::<f32>()
+            .map_err(run)?;
+        if out_shape.len() != 4 || out_shape[0] != 1 || out_shape[1] != 1 {
+            return Err(EmbedError::Run(format!(
+                "unexpected score map shape {out_shape:?}"
+            )));
+        }
+        Ok(ScoreMap {
+            height: out_shape[2] as usize,
+            width: out_shape[3] as usize,
+            data: values.to_vec(),
+        })
+    }
+}

@@ -85,6 +85,7 @@ pub fn video_pipeline_options() -> PipelineOptions {
         small_face: 0,
         tight_crop_padding: 0.0,
         whole_image_max_side: 0,
+        cnn_fallback: false,
         ..PipelineOptions::default()
     };
     options.detector.min_neighbors = VIDEO_MIN_NEIGHBORS;

@@ -12,6 +12,7 @@
 //! Coordinates follow dlib: x to the right, y down, integer rectangles with inclusive edges.
 
 pub mod chip;
+pub mod cnn;
 pub mod detect;
 pub mod enroll;
 pub mod geometry;

@@ -1,6 +1,7 @@
 //! Building ONNX graphs: a small builder over ONNX's protobuf types, and the graphs the
 //! product makes with it (the imported face network, [`face_net`]).
 
+pub mod face_detector;
 pub mod face_net;
 pub mod head;
 
