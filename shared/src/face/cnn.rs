@@ -107,6 +107,11 @@ impl CnnFaceDetector {
             ((w as f64 * start_scale).round() as usize).max(1),
             ((h as f64 * start_scale).round() as usize).max(1),
         );
+        // A face is at least one window at the first level: a smaller picture holds none (and
+        // is too small for the network's convolutions).
+        if lw.min(lh) < self.window() {
+            return Ok(Vec::new());
+        }
         let first = if lw == w && lh == h {
             sample_planes(img, 0, 0, 1.0, w, h)
         } else {
