@@ -213,7 +213,8 @@ function renderFace(face, n) {
   card.append(verdict);
   const list = el('ol', { class: 'matches' });
   for (const hit of face.matches.slice(0, 5)) {
-    const bar = el('div', { class: 'bar', role: 'meter', 'aria-valuemin': '0', 'aria-valuemax': '100', 'aria-valuenow': String(hit.similarity) },
+    const bar = el('div', { class: 'bar', role: 'meter', 'aria-label': `Similarity to ${hit.display_name}`,
+      'aria-valuemin': '0', 'aria-valuemax': '100', 'aria-valuenow': String(hit.similarity) },
       el('div', { class: 'fill' }));
     bar.firstChild.style.width = `${hit.similarity}%`;
     list.append(el('li', { class: 'match', 'data-slug': hit.slug, 'data-same': String(hit.same_person) },
