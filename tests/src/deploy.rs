@@ -124,25 +124,7 @@ fn target_of(uri: &str, body: Option<&[u8]>) -> String {
     }
     // Path style: /<bucket>/<key>.
     let key = path.split_once('/').map(|x| x.1).unwrap_or("");
-    percent_decode(key)
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(b);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    crate::percent_decode(key)
 }
 
 impl Intercept for CallLog {

@@ -661,7 +661,7 @@ impl Route {
                 if part.is_empty() {
                     return None;
                 }
-                params.insert(name.to_string(), percent_decode(part));
+                params.insert(name.to_string(), crate::percent_decode(part));
             } else if p != part {
                 return None;
             }
@@ -679,25 +679,6 @@ impl Route {
             self.method != "ANY",
         )
     }
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
-            if let Ok(b) = u8::from_str_radix(hex, 16) {
-                out.push(b);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The route of `routes` a request matches: the most specific one (API Gateway's rule).
@@ -1078,8 +1059,8 @@ impl Gateway {
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
             let (k, v) = (
-                percent_decode(&k.replace('+', " ")),
-                percent_decode(&v.replace('+', " ")),
+                crate::percent_decode(&k.replace('+', " ")),
+                crate::percent_decode(&v.replace('+', " ")),
             );
             query_params
                 .entry(k)

@@ -471,6 +471,13 @@ pub fn bench_requested(name: &str) -> bool {
     requested
 }
 
+/// `%XX` sequences decoded (URL paths and query values; invalid UTF-8 replaced).
+pub fn percent_decode(s: &str) -> String {
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
 /// `<repo>/.venv/bin/<name>`: a tool of the Python venv scripts/setup makes (it may be absent).
 pub fn venv_tool(name: &str) -> PathBuf {
     repo_root().join(".venv").join("bin").join(name)

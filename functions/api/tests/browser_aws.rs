@@ -476,27 +476,6 @@ fn moto_lines(log: &str) -> Vec<MotoLine> {
         .collect()
 }
 
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let Some(b) = std::str::from_utf8(&bytes[i + 1..i + 3])
-                .ok()
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-            {
-                out.push(b);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// An S3 request as `METHOD prefix/…` (the key's first folder; `(bucket)` for bucket calls).
 fn s3_pattern(method: &str, key: &str, query: &str) -> String {
     let place = match key.split_once('/') {
@@ -796,7 +775,7 @@ fn page_enrolls_matches_erases_through_lambda_api_gateway_s3_and_sqs() {
             .strip_prefix(&bucket_path)
             .unwrap_or("")
             .trim_start_matches('/');
-        (percent_decode(key), query.to_string())
+        (twin_tests::percent_decode(key), query.to_string())
     };
     // The api's S3 requests: moto's lines since it started, less the browser's (presigned or
     // preflight) and the in-process functions' recorded calls made meanwhile.
