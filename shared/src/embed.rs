@@ -250,18 +250,7 @@ impl Embedder {
             &mut ort::session::builder::SessionBuilder,
         ) -> ort::Result<ort::session::Session>,
     ) -> Result<Self, EmbedError> {
-        let env = runtime()?;
-        let load = |e: ort::Error| EmbedError::ModelLoad {
-            path: model.to_path_buf(),
-            message: e.to_string(),
-        };
-        let mut builder = ort::session::Session::builder(env)
-            .map_err(load)?
-            .with_intra_threads(options.threads.max(1))
-            .map_err(|e| load(e.into()))?
-            .with_inter_threads(1)
-            .map_err(|e| load(e.into()))?;
-        let session = commit(&mut builder).map_err(load)?;
+        let session = open_session(model, options, commit)?;
         let interface = |message: String| EmbedError::Interface {
             path: model.to_path_buf(),
             message,
@@ -397,6 +386,29 @@ pub struct ScoreMap {
     pub data: Vec<f32>,
 }
 
+/// An ONNX Runtime session with the options' intra-op threads and one inter-op thread, made by
+/// `commit` (from a file or from bytes); `model` names it in errors.
+fn open_session(
+    model: &Path,
+    options: &EmbedderOptions,
+    commit: impl FnOnce(
+        &mut ort::session::builder::SessionBuilder,
+    ) -> ort::Result<ort::session::Session>,
+) -> Result<ort::session::Session, EmbedError> {
+    let env = runtime()?;
+    let load = |e: ort::Error| EmbedError::ModelLoad {
+        path: model.to_path_buf(),
+        message: e.to_string(),
+    };
+    let mut builder = ort::session::Session::builder(env)
+        .map_err(load)?
+        .with_intra_threads(options.threads.max(1))
+        .map_err(|e| load(e.into()))?
+        .with_inter_threads(1)
+        .map_err(|e| load(e.into()))?;
+    commit(&mut builder).map_err(load)
+}
+
 impl ScoreMapEngine {
     /// Loads a model from its bytes; `name` stands for it in errors. `input` and `output` are
     /// the graph's value names.
@@ -407,18 +419,7 @@ impl ScoreMapEngine {
         output: &str,
         options: &EmbedderOptions,
     ) -> Result<Self, EmbedError> {
-        let env = runtime()?;
-        let load = |e: ort::Error| EmbedError::ModelLoad {
-            path: name.to_path_buf(),
-            message: e.to_string(),
-        };
-        let mut builder = ort::session::Session::builder(env)
-            .map_err(load)?
-            .with_intra_threads(options.threads.max(1))
-            .map_err(|e| load(e.into()))?
-            .with_inter_threads(1)
-            .map_err(|e| load(e.into()))?;
-        let session = builder.commit_from_memory(bytes).map_err(load)?;
+        let session = open_session(name, options, |b| b.commit_from_memory(bytes))?;
         for (what, want, names) in [
             (
                 "input",
