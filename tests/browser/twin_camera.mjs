@@ -23,22 +23,15 @@ import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { chromium } from 'playwright-core';
+import { envReader, fail, launch, logger, screenshot } from './common.mjs';
 
-const env = (name) => {
-  const v = process.env[name];
-  if (!v) throw new Error(`${name} is not set (run this through cargo test -p twin-cli --test browser_camera)`);
-  return v;
-};
+const env = envReader('cargo test -p twin-cli --test browser_camera');
 const BASE = env('TWIN_URL');
 const KEY = env('TWIN_API_KEY');
 const CAMERA_CLIP = env('TWIN_CAMERA_Y4M');
 const DARK_VIDEO = env('TWIN_DARK_VIDEO');
 const NOTURN_VIDEO = env('TWIN_NOTURN_VIDEO');
 const SHOTS = env('TWIN_SCREENSHOTS');
-const CHROMIUM = process.env.CHROMIUM
-  || ['/usr/lib/chromium/chromium', '/usr/bin/chromium'].find((p) => existsSync(p));
-if (!CHROMIUM) throw new Error('Chromium is not installed: run scripts/setup (Debian package chromium)');
 const AXE = path.join(path.dirname(fileURLToPath(import.meta.url)), 'node_modules/axe-core/axe.min.js');
 if (!existsSync(AXE)) throw new Error(`${AXE} is missing: run scripts/setup (npm ci in tests/browser)`);
 const AXE_SOURCE = readFileSync(AXE, 'utf8');
@@ -49,18 +42,12 @@ const CAMERA_NAME = 'Лин-Мануэль Миранда';
 const DARK_NAME = '林曼努尔';
 const NOTURN_NAME = 'Lin-Manuel without a turn';
 
-const started = Date.now();
-const log = (msg) => console.log(`[camera ${((Date.now() - started) / 1000).toFixed(1)}s] ${msg}`);
+const log = logger('camera');
 const pass = (check, detail) => log(`PASS ${check}: ${detail}`);
 
-const browser = await chromium.launch({
-  executablePath: CHROMIUM,
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
-    '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-quic',
-    // A camera that is allowed without asking and plays the clip, looping.
-    '--use-fake-ui-for-media-stream', '--use-fake-device-for-media-stream',
-    `--use-file-for-fake-video-capture=${CAMERA_CLIP}`],
-});
+// A camera that is allowed without asking and plays the clip, looping.
+const browser = await launch(['--use-fake-ui-for-media-stream', '--use-fake-device-for-media-stream',
+  `--use-file-for-fake-video-capture=${CAMERA_CLIP}`]);
 
 const problems = [];
 function watch(page, label) {
@@ -75,11 +62,7 @@ function watch(page, label) {
   });
 }
 
-async function shot(page, name) {
-  const file = path.join(SHOTS, name);
-  await page.screenshot({ path: file, fullPage: true });
-  log(`screenshot ${file}`);
-}
+const shot = (page, name) => screenshot(page, SHOTS, name, log);
 
 // --- Accessibility ------------------------------------------------------------------------------
 
@@ -444,13 +427,5 @@ try {
   log('all checks passed');
   await browser.close();
 } catch (e) {
-  console.error(`[camera] FAILED: ${e.stack || e}`);
-  for (const p of problems) console.error(`[camera] ${p}`);
-  try {
-    for (const ctx of browser.contexts()) {
-      for (const pg of ctx.pages()) await pg.screenshot({ path: path.join(SHOTS, 'failure.png'), fullPage: true });
-    }
-  } catch { /* best effort */ }
-  await browser.close();
-  process.exit(1);
+  await fail(browser, 'camera', e, problems, SHOTS);
 }

@@ -23,15 +23,11 @@
 // the first failure.
 
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import path from 'node:path';
-import { chromium } from 'playwright-core';
+import { envReader, fail, launch, logger, screenshot } from './common.mjs';
 
-const env = (name) => {
-  const v = process.env[name];
-  if (!v) throw new Error(`${name} is not set (run this through cargo test -p twin-fn-api --test browser_aws)`);
-  return v;
-};
+const env = envReader('cargo test -p twin-fn-api --test browser_aws');
 const BASE = env('TWIN_URL');
 const KEY = env('TWIN_API_KEY');
 const BUCKET_ORIGIN = new URL(env('TWIN_BUCKET_ORIGIN')).origin;
@@ -41,21 +37,13 @@ const SEED_PHOTO = env('TWIN_SEED_PHOTO');
 const MEDIA = env('TWIN_MEDIA');
 const SHOTS = env('TWIN_SCREENSHOTS');
 const MATCH_WAIT_MS = 1000 * Number(process.env.TWIN_MATCH_WAIT_S || '30');
-const CHROMIUM = process.env.CHROMIUM
-  || ['/usr/lib/chromium/chromium', '/usr/bin/chromium'].find((p) => existsSync(p));
-if (!CHROMIUM) throw new Error('Chromium is not installed: run scripts/setup (Debian package chromium)');
 const API_ORIGIN = new URL(BASE).origin;
 const media = (name) => path.join(MEDIA, name);
 mkdirSync(SHOTS, { recursive: true });
 
-const started = Date.now();
-const log = (msg) => console.log(`[browser ${((Date.now() - started) / 1000).toFixed(1)}s] ${msg}`);
+const log = logger('browser');
 
-const browser = await chromium.launch({
-  executablePath: CHROMIUM,
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
-    '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-quic'],
-});
+const browser = await launch();
 
 const problems = [];
 // Every request the page makes: where it went and the headers it really carried.
@@ -81,11 +69,7 @@ function watch(page, label) {
   });
 }
 
-async function shot(page, name) {
-  const file = path.join(SHOTS, name);
-  await page.screenshot({ path: file, fullPage: true });
-  log(`screenshot ${file}`);
-}
+const shot = (page, name) => screenshot(page, SHOTS, name, log);
 
 /** Chooses a photo in the match form and waits for its result. */
 async function matchPhoto(page, file) {
@@ -294,13 +278,5 @@ try {
   log('all steps passed');
   await browser.close();
 } catch (e) {
-  console.error(`[browser] FAILED: ${e.stack || e}`);
-  for (const p of problems) console.error(`[browser] ${p}`);
-  try {
-    for (const ctx of browser.contexts()) {
-      for (const pg of ctx.pages()) await pg.screenshot({ path: path.join(SHOTS, 'failure.png'), fullPage: true });
-    }
-  } catch { /* best effort */ }
-  await browser.close();
-  process.exit(1);
+  await fail(browser, 'browser', e, problems, SHOTS);
 }
