@@ -301,6 +301,15 @@ impl Deployment {
         self.function(function).environment.clone()
     }
 
+    /// A variable of the environment the template gives a function, parsed; panics, naming
+    /// it, when the template does not set it or it does not parse.
+    pub fn env_value<T: std::str::FromStr>(&self, function: &str, name: &str) -> T {
+        self.environment(function)
+            .get(name)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("the template sets no usable {name} for {function}"))
+    }
+
     /// The template's value of a function's property: `timeout`, `memory`,
     /// `reserved_concurrency`.
     pub fn function_property(&self, function: &str, property: &str) -> Value {

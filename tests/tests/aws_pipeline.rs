@@ -60,11 +60,7 @@ impl Env {
         let bucket = deployment.bucket();
         let ingest = Ingest::new(&deployment.aws_for("IngestFunction"), models_dir(), 1)
             .expect("the ingest function starts");
-        let env = deployment.environment("DatasetFunction");
-        let min_new = env
-            .get("TWIN_TRAIN_MIN_NEW")
-            .and_then(|v| v.parse().ok())
-            .expect("the template sets TWIN_TRAIN_MIN_NEW");
+        let min_new = deployment.env_value("DatasetFunction", "TWIN_TRAIN_MIN_NEW");
         let dataset = DatasetFn::new(
             &deployment.aws_for("DatasetFunction"),
             &models_dir().join(twin_core::paths::BACKBONE_FILE),

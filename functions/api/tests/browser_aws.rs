@@ -569,11 +569,7 @@ fn page_enrolls_matches_erases_through_lambda_api_gateway_s3_and_sqs() {
         }));
     }
     {
-        let env = deployment.environment("DatasetFunction");
-        let min_new = env
-            .get("TWIN_TRAIN_MIN_NEW")
-            .and_then(|v| v.parse().ok())
-            .expect("the template sets TWIN_TRAIN_MIN_NEW");
+        let min_new = deployment.env_value("DatasetFunction", "TWIN_TRAIN_MIN_NEW");
         let dataset = DatasetFn::new(
             &deployment.aws_for("DatasetFunction"),
             &models.join(twin_core::paths::BACKBONE_FILE),

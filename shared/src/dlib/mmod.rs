@@ -8,7 +8,7 @@
 //! each is a per-channel scale and shift, folded here into an [`Affine`]. The loss layer's
 //! options hold the sliding window's size and the non-maximum suppression thresholds.
 
-use super::resnet::{Affine, Conv};
+use super::resnet::{Affine, Conv, MULTIPLIERS};
 use super::ser::{Reader, SerError};
 
 /// Why a file is not the CNN face detector the product expects.
@@ -202,20 +202,11 @@ fn read_con(
         ("padding y", pad),
         ("padding x", pad),
     ] {
-        let at = r.position();
-        let v = r.int(&format!("{what} {name}"))?;
-        if v != want as i64 {
-            return Err(r.error_at(at, format!("{what} {name} = {want}"), v));
-        }
+        r.expect_int(want as i64, &format!("{what} {name}"))?;
     }
     r.alias_tensor(&format!("{what} filters alias"))?;
     r.alias_tensor(&format!("{what} biases alias"))?;
-    for name in [
-        "learning rate multiplier",
-        "weight decay multiplier",
-        "bias learning rate multiplier",
-        "bias weight decay multiplier",
-    ] {
+    for name in MULTIPLIERS {
         r.double(&format!("{what} {name}"))?;
     }
     let mut has_bias = true;
@@ -267,12 +258,7 @@ fn read_bn(r: &mut Reader, what: &str, channels: usize) -> Result<Affine, SerErr
     }
     r.int(&format!("{what} update count"))?;
     r.int(&format!("{what} running stats window"))?;
-    for name in [
-        "learning rate multiplier",
-        "weight decay multiplier",
-        "bias learning rate multiplier",
-        "bias weight decay multiplier",
-    ] {
+    for name in MULTIPLIERS {
         r.double(&format!("{what} {name}"))?;
     }
     let eps = r.double(&format!("{what} eps"))?;

@@ -559,11 +559,7 @@ fn read_con(
         ("padding x", pad),
     ];
     for (name, want) in fields {
-        let at = r.position();
-        let v = r.int(&format!("{what} {name}"))?;
-        if v != want as i64 {
-            return Err(r.error_at(at, format!("{what} {name} = {want}"), v));
-        }
+        r.expect_int(want as i64, &format!("{what} {name}"))?;
     }
     r.alias_tensor(&format!("{what} filters alias"))?;
     r.alias_tensor(&format!("{what} biases alias"))?;
@@ -609,7 +605,8 @@ fn read_con(
     Ok(())
 }
 
-const MULTIPLIERS: [&str; 4] = [
+/// The four multipliers every layer with parameters stores (read and ignored).
+pub(crate) const MULTIPLIERS: [&str; 4] = [
     "learning rate multiplier",
     "weight decay multiplier",
     "bias learning rate multiplier",
@@ -694,11 +691,7 @@ fn read_pool(r: &mut Reader, kind: &str, kernel: usize, stride: usize) -> Result
         ("padding x", 0),
     ];
     for (field, want) in fields {
-        let at = r.position();
-        let v = r.int(&format!("{kind} {field}"))?;
-        if v != want as i64 {
-            return Err(r.error_at(at, format!("{kind} {field} = {want}"), v));
-        }
+        r.expect_int(want as i64, &format!("{kind} {field}"))?;
     }
     Ok(())
 }
