@@ -165,12 +165,19 @@ async function keyboardOnly(page) {
     }
     assert.equal(f.id, 'camera-record', `Tab does not go round the dialog: ${inside.join(' → ')}`);
     if (key === 'Enter') await shot(page, '01-keyboard-camera-dialog.png');
+    // The stream the preview shows, kept to see its tracks end.
+    await page.evaluate(() => { window.cameraStreamSeen = document.querySelector('#camera-preview').srcObject; });
+    assert.ok(await page.evaluate(() => window.cameraStreamSeen?.getVideoTracks().some((t) => t.readyState === 'live')),
+      'the camera dialog is open but no live camera stream is on the preview');
     await page.keyboard.press('Escape');
     await page.waitForSelector('#camera-dialog', { state: 'hidden' });
     await page.waitForFunction(() => document.activeElement?.id === 'enroll-camera', null, { timeout: 5000 })
       .catch(async () => { throw new Error(`after Escape the focus is on ${describe(await focused(page))}, not the camera button`); });
-    const live = await page.evaluate(() => !!document.querySelector('#camera-preview').srcObject);
-    assert.ok(!live, 'the camera is still on after Escape');
+    // The dialog's close event (which turns the camera off) is dispatched in a task after the
+    // dialog hides, so this waits for it rather than looking at once.
+    await page.waitForFunction(() => !document.querySelector('#camera-preview').srcObject
+      && window.cameraStreamSeen.getTracks().every((t) => t.readyState === 'ended'), null, { timeout: 5000 })
+      .catch(() => { throw new Error('the camera is still on 5 s after Escape closed the dialog'); });
     log(`keyboard: ${key} opens the camera dialog: ${inside.join(' → ')}; Escape closes it, focus back on the camera button`);
   }
   pass('keyboard', 'Tab reaches the Enroll tab, the name and the camera button (focus shown at every stop); Enter/Space open the camera dialog, focus stays inside, Escape closes it and returns the focus');
