@@ -7,9 +7,9 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use clap::Args;
 use serde::Serialize;
-use twin_core::chip::CHIP_SIZE;
-use twin_core::embed::{ChipBatch, Embedder, EmbedderOptions};
-use twin_core::face::pipeline::{cut_chip, FacePipeline, FaceSource, FoundFace, PipelineOptions};
+use twin_model::chip::CHIP_SIZE;
+use twin_model::embed::{ChipBatch, Embedder, EmbedderOptions};
+use twin_faces::pipeline::{cut_chip, FacePipeline, FaceSource, FoundFace, PipelineOptions};
 
 #[derive(Args)]
 pub struct EmbedArgs {
@@ -63,7 +63,7 @@ pub fn run(args: EmbedArgs) -> anyhow::Result<ExitCode> {
     let model = args
         .model
         .clone()
-        .unwrap_or_else(twin_core::paths::default_backbone);
+        .unwrap_or_else(twin_model::paths::default_backbone);
     let embedder = Embedder::open(
         &model,
         &EmbedderOptions {
@@ -74,7 +74,7 @@ pub fn run(args: EmbedArgs) -> anyhow::Result<ExitCode> {
         None
     } else {
         Some(FacePipeline::open(
-            &twin_core::paths::models_dir(),
+            &twin_model::paths::models_dir(),
             &PipelineOptions::default(),
         )?)
     };
@@ -176,8 +176,8 @@ fn read_list(list: &Path) -> anyhow::Result<Vec<PathBuf>> {
 
 /// Decodes an image under the core's limits.
 fn load_image(path: &Path) -> anyhow::Result<image::RgbImage> {
-    Ok(twin_core::imageio::decode_file(
+    Ok(twin_faces::imageio::decode_file(
         path,
-        &twin_core::imageio::Limits::default(),
+        &twin_faces::imageio::Limits::default(),
     )?)
 }

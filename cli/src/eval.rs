@@ -7,9 +7,9 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use twin_core::embed::{ChipBatch, Embedder, EmbedderOptions};
-use twin_core::eval::{image_path, parse_pairs, verify};
-use twin_core::face::pipeline::{cut_chip, FacePipeline, FaceSource, PipelineOptions};
+use twin_model::embed::{ChipBatch, Embedder, EmbedderOptions};
+use twin_model::eval::{image_path, parse_pairs, verify};
+use twin_faces::pipeline::{cut_chip, FacePipeline, FaceSource, PipelineOptions};
 
 #[derive(Args)]
 pub struct PairsArgs {
@@ -41,7 +41,7 @@ pub fn pairs(args: PairsArgs) -> anyhow::Result<ExitCode> {
     let model = args
         .model
         .clone()
-        .unwrap_or_else(twin_core::paths::default_backbone);
+        .unwrap_or_else(twin_model::paths::default_backbone);
     let embedder = Embedder::open(
         &model,
         &EmbedderOptions {
@@ -49,7 +49,7 @@ pub fn pairs(args: PairsArgs) -> anyhow::Result<ExitCode> {
         },
     )?;
     let pipeline =
-        FacePipeline::open(&twin_core::paths::models_dir(), &PipelineOptions::default())?;
+        FacePipeline::open(&twin_model::paths::models_dir(), &PipelineOptions::default())?;
 
     let mut images: Vec<(String, u32)> = pairs
         .iter()
@@ -69,7 +69,7 @@ pub fn pairs(args: PairsArgs) -> anyhow::Result<ExitCode> {
     let mut unreadable = 0usize;
     for key in &images {
         let path = image_path(&args.images, &key.0, key.1);
-        let emb = match twin_core::imageio::decode_file(&path, &Default::default()) {
+        let emb = match twin_faces::imageio::decode_file(&path, &Default::default()) {
             Ok(img) => {
                 let faces = pipeline.find_faces(&img)?;
                 match faces.first() {
@@ -266,7 +266,7 @@ pub fn identify(args: IdentifyArgs) -> anyhow::Result<ExitCode> {
         }
     }
     bar.finish_and_clear();
-    let dim = twin_core::dlib::resnet::EMBEDDING_DIM;
+    let dim = twin_model::dlib::resnet::EMBEDDING_DIM;
     let g = twin_core::gallery::Gallery::from_rows(dim, matrix, owners.clone(), names.clone());
     let (mut r1, mut r5, mut no_face) = (0usize, 0usize, 0usize);
     let mut own_d = Vec::new();

@@ -1,7 +1,7 @@
 //! `twin faces`: the faces in a photo, or the enrollment frames of a video, as JSON.
 //!
 //! A photo gives every face with its box, dlib box, landmarks, how it was found and its quality
-//! measures. A video goes through enrollment (`twin_core::face::enroll`): frames sampled,
+//! measures. A video goes through enrollment (`twin_faces::enroll`): frames sampled,
 //! kept and rejected with reasons, whether the head turned both ways. The report is one JSON
 //! line on standard output; a summary goes to standard error. With `--out DIR` the chips are
 //! written as PNG (`<ms>.png` for video frames, `face-<n>.png` for a photo's faces) with
@@ -17,11 +17,11 @@ use anyhow::{bail, Context};
 use clap::Args;
 use image::RgbImage;
 use serde::Serialize;
-use twin_core::embed::{Embedder, EmbedderOptions};
-use twin_core::face::enroll::{self, ChipEmbedder, EnrollOptions, EnrollReport};
-use twin_core::face::pipeline::{cut_chip, FacePipeline, FoundFace, PipelineOptions};
-use twin_core::face::quality::Measures;
-use twin_core::face::video;
+use twin_model::embed::{Embedder, EmbedderOptions};
+use twin_faces::enroll::{self, ChipEmbedder, EnrollOptions, EnrollReport};
+use twin_faces::pipeline::{cut_chip, FacePipeline, FoundFace, PipelineOptions};
+use twin_faces::quality::Measures;
+use twin_faces::video;
 
 /// Arguments of `twin faces`.
 #[derive(Args)]
@@ -90,7 +90,7 @@ pub fn run(args: FacesArgs) -> anyhow::Result<ExitCode> {
         Kind::Photo => PipelineOptions::default(),
         Kind::Video => enroll::video_pipeline_options(),
     };
-    let pipeline = FacePipeline::open(&twin_core::paths::models_dir(), &options)?;
+    let pipeline = FacePipeline::open(&twin_model::paths::models_dir(), &options)?;
     let (report, chips) = match kind {
         Kind::Photo => photo(&args, &pipeline)?,
         Kind::Video => video(&args, &pipeline)?,
@@ -141,7 +141,7 @@ enum Report {
 type Output = (Report, Vec<(String, RgbImage)>);
 
 fn photo(args: &FacesArgs, pipeline: &FacePipeline) -> anyhow::Result<Output> {
-    let img = twin_core::imageio::decode_file(&args.input, &Default::default())?;
+    let img = twin_faces::imageio::decode_file(&args.input, &Default::default())?;
     let start = Instant::now();
     let found = pipeline.find_faces(&img)?;
     let mut faces = Vec::with_capacity(found.len());
@@ -183,7 +183,7 @@ fn video(args: &FacesArgs, pipeline: &FacePipeline) -> anyhow::Result<Output> {
         let model = args
             .model
             .clone()
-            .unwrap_or_else(twin_core::paths::default_backbone);
+            .unwrap_or_else(twin_model::paths::default_backbone);
         Some(
             Embedder::open(
                 &model,

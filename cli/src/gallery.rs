@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use twin_core::system::{System, SystemConfig};
+use twin_app::system::{System, SystemConfig};
 
 /// The data folder: `--data`, else `$TWIN_DATA`, else the per-user data folder.
 pub fn data_dir(flag: Option<PathBuf>) -> PathBuf {
@@ -30,7 +30,7 @@ pub fn open_inline(data: &Path, threads: usize) -> anyhow::Result<Arc<System>> {
 
 /// The system's configuration for a data folder.
 pub fn config(data: &Path, threads: usize) -> SystemConfig {
-    SystemConfig::new(data.to_path_buf(), twin_core::paths::models_dir(), threads)
+    SystemConfig::new(data.to_path_buf(), twin_model::paths::models_dir(), threads)
 }
 
 #[derive(Args)]
@@ -153,7 +153,7 @@ pub fn enroll(data: &Path, args: EnrollArgs) -> anyhow::Result<ExitCode> {
         s.turned_left,
         s.turned_right
     );
-    for line in twin_core::steps::advice(&s) {
+    for line in twin_core::enrollment::advice(&s) {
         eprintln!("twin: {line}");
     }
     println!("{}", serde_json::to_string(&s)?);

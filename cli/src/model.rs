@@ -4,8 +4,8 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
-use twin_core::dlib::resnet;
-use twin_core::onnx::{encode, face_net};
+use twin_model::dlib::resnet;
+use twin_model::onnx::{encode, face_net};
 
 /// Files larger than this are refused before reading (the real model is 22 MB).
 const MAX_DAT_BYTES: u64 = 512 * 1024 * 1024;

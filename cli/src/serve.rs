@@ -1,6 +1,6 @@
 //! `twin serve`: the HTTP API and the web page on one machine.
 //!
-//! The same router the `api` Lambda function serves (`twin_core::http`), on a tokio listener,
+//! The same router the `api` Lambda function serves (`twin_http`), on a tokio listener,
 //! over the system on the local data folder with its ingest and dataset workers running.
 
 use std::net::SocketAddr;
@@ -9,8 +9,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Args;
-use twin_core::http::{HttpConfig, API_KEY_ENV};
-use twin_core::system::System;
+use twin_http::{HttpConfig, API_KEY_ENV};
+use twin_app::system::System;
 
 use crate::gallery;
 
@@ -42,7 +42,7 @@ pub fn run(data: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
         (None, true) => "writes are allowed without a key (--allow-writes-without-key)".to_string(),
         (None, false) => format!("writes are refused: set {API_KEY_ENV} to allow them"),
     };
-    let app = twin_core::http::router_with(system, config);
+    let app = twin_http::router_with(system, config);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -7,9 +7,9 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use twin_core::models::{self, Metrics};
+use twin_model::models::{self, Metrics};
 use twin_core::store::LocalStore;
-use twin_core::train::TrainOptions;
+use twin_model::train::TrainOptions;
 
 #[derive(Args)]
 pub struct TrainArgs {
@@ -169,7 +169,7 @@ pub fn publish(
     use twin_core::store::{Condition, ObjectStore};
     let (path, bytes) = read_backbone(backbone)?;
     // Refuse anything that is not a backbone the engine can use.
-    twin_core::embed::Embedder::from_bytes(&path, &bytes, &Default::default())
+    twin_model::embed::Embedder::from_bytes(&path, &bytes, &Default::default())
         .with_context(|| format!("{} is not a usable backbone", path.display()))?;
     let mut config = twin_aws::AwsConfig::new(bucket, "", "");
     if let Some(url) = endpoint_url.filter(|u| !u.is_empty()) {
@@ -195,7 +195,7 @@ fn open_store(data: &Path) -> anyhow::Result<LocalStore> {
 
 /// The backbone at `path` (default: the one scripts/setup imported) and its bytes.
 fn read_backbone(path: Option<PathBuf>) -> anyhow::Result<(PathBuf, Vec<u8>)> {
-    let path = path.unwrap_or_else(twin_core::paths::default_backbone);
+    let path = path.unwrap_or_else(twin_model::paths::default_backbone);
     let bytes = std::fs::read(&path).with_context(|| {
         format!(
             "cannot read the backbone {} (scripts/setup imports it)",

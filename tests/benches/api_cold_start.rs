@@ -39,12 +39,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use twin_core::embed::{Embedder, EmbedderOptions};
-use twin_core::face::pipeline::{FacePipeline, PipelineOptions};
+use twin_model::embed::{Embedder, EmbedderOptions};
+use twin_faces::pipeline::{FacePipeline, PipelineOptions};
 use twin_core::gallery::Gallery;
-use twin_core::models;
-use twin_core::system::{System, SystemConfig};
-use twin_core::train::TrainOptions;
+use twin_model::models;
+use twin_app::system::{System, SystemConfig};
+use twin_model::train::TrainOptions;
 use twin_fn_api::ApiSettings;
 use twin_tests::events::api_gateway_v2;
 use twin_tests::lambda::{function_arn, lambda_command, FunctionProcess, Logs, Post, RuntimeApi};
@@ -78,7 +78,7 @@ fn main() {
         .parent()
         .expect("the backbone is in the models folder")
         .to_path_buf();
-    let ort = twin_core::paths::ort_library()
+    let ort = twin_model::paths::ort_library()
         .filter(|p| p.is_file())
         .unwrap_or_else(|| panic!("ONNX Runtime is missing; {SETUP_HINT}"));
     let data = data_dir();
@@ -338,7 +338,7 @@ fn in_process_breakdown(
         std::hint::black_box(
             FacePipeline::open(
                 models_dir,
-                &twin_core::face::enroll::video_pipeline_options(),
+                &twin_faces::enroll::video_pipeline_options(),
             )
             .expect("pipeline"),
         );
@@ -346,7 +346,7 @@ fn in_process_breakdown(
     let embedder = time(&mut || {
         std::hint::black_box(
             Embedder::open(
-                &models_dir.join(twin_core::paths::BACKBONE_FILE),
+                &models_dir.join(twin_model::paths::BACKBONE_FILE),
                 &EmbedderOptions { threads: 1 },
             )
             .expect("embedder"),

@@ -9,7 +9,7 @@
 use std::time::{Duration, Instant};
 
 use image::RgbImage;
-use twin_core::embed::{ChipBatch, Embedder, EmbedderOptions};
+use twin_model::embed::{ChipBatch, Embedder, EmbedderOptions};
 use twin_tests::{
     bench_requested, face_crops, load_chip, median, require_backbone, CutOptions, Oracle,
     SETUP_HINT,

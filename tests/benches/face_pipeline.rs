@@ -16,10 +16,10 @@ use std::process::Command;
 use std::time::Instant;
 
 use image::{imageops, RgbImage};
-use twin_core::embed::{ChipBatch, Embedder, EmbedderOptions};
-use twin_core::face::detect::set_opencv_threads;
-use twin_core::face::enroll::{enroll_video, video_pipeline_options, EnrollOptions};
-use twin_core::face::pipeline::{cut_chip, FacePipeline, PipelineOptions};
+use twin_model::embed::{ChipBatch, Embedder, EmbedderOptions};
+use twin_faces::detect::set_opencv_threads;
+use twin_faces::enroll::{enroll_video, video_pipeline_options, EnrollOptions};
+use twin_faces::pipeline::{cut_chip, FacePipeline, PipelineOptions};
 use twin_tests::{bench_requested, data_dir, median, repo_root, require_backbone, SETUP_HINT};
 
 /// Untimed runs per photo before timing, for both.
@@ -54,7 +54,7 @@ fn photos(dir: &Path) -> Vec<Photo> {
     let mut out = Vec::new();
     for (w, h) in [(640u32, 480u32), (1920, 1080)] {
         for name in ["obama-1080p.jpg", "two_people.jpg"] {
-            let img = twin_core::imageio::decode_file(&media.join(name), &Default::default())
+            let img = twin_faces::imageio::decode_file(&media.join(name), &Default::default())
                 .unwrap_or_else(|e| panic!("{name}: {e}"));
             let cut = cover(&img, w, h);
             let stem = name.trim_end_matches(".jpg");
@@ -75,7 +75,7 @@ fn photos(dir: &Path) -> Vec<Photo> {
 
 /// One end-to-end run of ours on a photo file; returns the number of faces embedded.
 fn ours_once(pipeline: &FacePipeline, embedder: &Embedder, path: &Path) -> usize {
-    let img = twin_core::imageio::decode_file(path, &Default::default()).unwrap();
+    let img = twin_faces::imageio::decode_file(path, &Default::default()).unwrap();
     let faces = pipeline.find_faces_with(&img, false).unwrap();
     if faces.is_empty() {
         return 0;

@@ -17,11 +17,11 @@ use std::time::Instant;
 
 use image::{imageops, ImageFormat, RgbImage};
 use twin_core::dataset;
-use twin_core::embed::{ChipBatch, Embedder, EmbedderOptions};
-use twin_core::face::pipeline::{cut_chip, FacePipeline, PipelineOptions};
+use twin_model::embed::{ChipBatch, Embedder, EmbedderOptions};
+use twin_faces::pipeline::{cut_chip, FacePipeline, PipelineOptions};
 use twin_core::gallery::Gallery;
-use twin_core::imageio::{self, Limits};
-use twin_core::system::{System, SystemConfig, MAX_PHOTO_BYTES};
+use twin_faces::imageio::{self, Limits};
+use twin_app::system::{System, SystemConfig, MAX_PHOTO_BYTES};
 use twin_tests::{bench_requested, data_dir, require_backbone, SETUP_HINT};
 
 /// Timed calls.
@@ -254,7 +254,7 @@ fn main() {
         &format!("POST /v1/match through the router ({CALLS} calls)"),
         &http,
     );
-    println!("(router: twin_core::http::router via tower oneshot, raw image/jpeg body, JSON answer read whole)");
+    println!("(router: twin_http::router via tower oneshot, raw image/jpeg body, JSON answer read whole)");
     if let Some(mb) = vm_hwm_mb() {
         println!("peak RSS of this process (VmHWM): {mb:.0} MB");
     }
@@ -268,7 +268,7 @@ fn http_latency(system: std::sync::Arc<System>, photo: &[u8]) -> Stats {
         .enable_all()
         .build()
         .expect("a runtime");
-    let router = twin_core::http::router(system);
+    let router = twin_http::router(system);
     let call = |router: axum::Router| {
         let req = axum::http::Request::post("/v1/match?k=10")
             .header("content-type", "image/jpeg")

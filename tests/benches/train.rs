@@ -14,10 +14,10 @@
 use std::time::{Duration, Instant};
 
 use twin_core::dataset::{Identity, Manifest, Snapshot};
-use twin_core::models;
+use twin_model::models;
 use twin_core::store::{Condition, LocalStore, ObjectStore};
-use twin_core::system::{System, SystemConfig};
-use twin_core::train::{self, TrainOptions};
+use twin_app::system::{System, SystemConfig};
+use twin_model::train::{self, TrainOptions};
 use twin_tests::{bench_requested, data_dir, require_backbone, SETUP_HINT};
 
 fn main() {

@@ -35,7 +35,7 @@ pub const DESCRIPTOR_LEN: usize = 128;
 
 /// The workspace root.
 pub fn repo_root() -> PathBuf {
-    twin_core::paths::repo_root()
+    twin_model::paths::repo_root()
 }
 
 /// The shared test data: `$TWIN_TEST_DATA`, else `<root>/../shared/data`. Panics when absent.
@@ -130,9 +130,9 @@ pub fn data_label(path: &Path) -> String {
         .to_string()
 }
 
-/// The imported backbone (`twin_core::paths::default_backbone()`). Panics when it is missing.
+/// The imported backbone (`twin_model::paths::default_backbone()`). Panics when it is missing.
 pub fn require_backbone() -> PathBuf {
-    let path = twin_core::paths::default_backbone();
+    let path = twin_model::paths::default_backbone();
     assert!(
         path.is_file(),
         "the imported backbone {} is missing; {SETUP_HINT} (it imports dlib's network into ONNX)",

@@ -63,14 +63,14 @@ impl Env {
         let min_new = deployment.env_value("DatasetFunction", "TWIN_TRAIN_MIN_NEW");
         let dataset = DatasetFn::new(
             &deployment.aws_for("DatasetFunction"),
-            &models_dir().join(twin_core::paths::BACKBONE_FILE),
+            &models_dir().join(twin_model::paths::BACKBONE_FILE),
             1,
             min_new,
         )
         .expect("the dataset function starts");
         let train = TrainFn::new(
             &deployment.aws_for("TrainFunction"),
-            Some(models_dir().join(twin_core::paths::BACKBONE_FILE)),
+            Some(models_dir().join(twin_model::paths::BACKBONE_FILE)),
             1,
         );
         Env {
@@ -396,7 +396,7 @@ async fn upload_to_match_through_the_real_handlers_and_redelivery_changes_nothin
     assert_eq!(trained[0]["version"], 1, "{out}");
     env.delete(&env.train_url(), &requests);
     let store = env.aws.store();
-    let metrics = twin_core::models::read_metrics(&store, 1).unwrap().unwrap();
+    let metrics = twin_model::models::read_metrics(&store, 1).unwrap().unwrap();
     assert_eq!(metrics.identities, GALLERY.len() + 1);
     println!(
         "trained model 1: held-out top-1 {:.3} (baseline {:.3}), {}",

@@ -8,7 +8,7 @@
 
 use std::path::PathBuf;
 
-use twin_core::embed::{ChipBatch, Embedder, EmbedderOptions};
+use twin_model::embed::{ChipBatch, Embedder, EmbedderOptions};
 use twin_tests::{
     data_label, euclidean, face_crops, load_chip, max_abs_diff, media_photos, require_backbone,
     CutOptions, Oracle, OracleChip, SETUP_HINT,

@@ -1,7 +1,7 @@
 //! Twin Matcher's `api` function: the HTTP API and the web page behind an API Gateway HTTP API
 //! (payload 2.0), served through `lambda_http`.
 //!
-//! It is the same axum router as `twin serve` ([`twin_core::http::router_with`]), on the core
+//! It is the same axum router as `twin serve` ([`twin_http::router_with`]), on the core
 //! opened over the bucket ([`System::open_with`]): enrollments get a presigned `PUT` straight to
 //! `uploads/` (its type and size signed), whose S3 event starts the `ingest` function; the
 //! promoted model is loaded at start and `models/CURRENT` and `dataset/CURRENT` are polled
@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use twin_aws::{env_usize, env_var, models_dir_from_env, Aws, ENV_THREADS};
-use twin_core::http::{router_with, HttpConfig};
-use twin_core::system::{System, SystemConfig, SystemError};
+use twin_http::{router_with, HttpConfig};
+use twin_app::system::{System, SystemConfig, SystemError};
 
 /// Default polling of `models/CURRENT` and `dataset/CURRENT`.
 pub const DEFAULT_POLL_SECONDS: u64 = 10;
@@ -36,13 +36,13 @@ impl ApiSettings {
     /// From the environment, with defaults.
     pub fn from_env() -> Self {
         ApiSettings {
-            models_dir: models_dir_from_env().unwrap_or_else(twin_core::paths::models_dir),
+            models_dir: models_dir_from_env().unwrap_or_else(twin_model::paths::models_dir),
             threads: env_usize(ENV_THREADS, 1),
             poll: Duration::from_secs(env_usize(
                 "TWIN_MODEL_POLL_SECONDS",
                 DEFAULT_POLL_SECONDS as usize,
             ) as u64),
-            api_key: env_var(twin_core::http::API_KEY_ENV),
+            api_key: env_var(twin_http::API_KEY_ENV),
         }
     }
 }

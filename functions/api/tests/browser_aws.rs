@@ -572,7 +572,7 @@ fn page_enrolls_matches_erases_through_lambda_api_gateway_s3_and_sqs() {
         let min_new = deployment.env_value("DatasetFunction", "TWIN_TRAIN_MIN_NEW");
         let dataset = DatasetFn::new(
             &deployment.aws_for("DatasetFunction"),
-            &models.join(twin_core::paths::BACKBONE_FILE),
+            &models.join(twin_model::paths::BACKBONE_FILE),
             1,
             min_new,
         )
@@ -637,7 +637,7 @@ fn page_enrolls_matches_erases_through_lambda_api_gateway_s3_and_sqs() {
                 .env("TWIN_MODELS_DIR", &models)
                 .env(
                     "TWIN_BACKBONE",
-                    models.join(twin_core::paths::BACKBONE_FILE),
+                    models.join(twin_model::paths::BACKBONE_FILE),
                 )
                 .env("ORT_DYLIB_PATH", &ort);
             cmd

@@ -1,7 +1,7 @@
 //! Twin Matcher's `dataset` function: an SQS batch of ingest messages → one new dataset version.
 //!
 //! Each message is parsed and its crops embedded on its own; the good ones are committed
-//! together ([`twin_core::steps::apply_ingest_messages`]: create-if-absent manifest, conditional
+//! together ([`twin_app::steps::apply_ingest_messages`]: create-if-absent manifest, conditional
 //! move of `dataset/CURRENT`), and the answer is an `SqsBatchResponse` naming only the messages
 //! that failed, so SQS retries exactly those (and dead-letters them after the queue's
 //! `maxReceiveCount`). A redelivered message changes nothing. When enough identities are not
@@ -14,9 +14,10 @@ use std::sync::Arc;
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use lambda_runtime::Diagnostic;
 use twin_aws::{Aws, S3Store, SqsQueue};
-use twin_core::embed::{Embedder, EmbedderOptions};
+use twin_model::embed::{Embedder, EmbedderOptions};
 use twin_core::queue::Queue;
-use twin_core::steps::{self, StepError};
+use twin_app::steps;
+use twin_core::enrollment::StepError;
 
 /// Identities not in the promoted model before a train request is sent, unless
 /// `TWIN_TRAIN_MIN_NEW` says otherwise.

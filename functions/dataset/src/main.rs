@@ -11,8 +11,8 @@ use twin_fn_dataset::{DatasetFn, DEFAULT_TRAIN_MIN_NEW};
 async fn main() -> Result<(), lambda_runtime::Error> {
     lambda_runtime::tracing::init_default_subscriber();
     let aws = Aws::connect(AwsConfig::from_env_needing(false, true)?)?;
-    let models = models_dir_from_env().unwrap_or_else(twin_core::paths::models_dir);
-    let backbone = models.join(twin_core::paths::BACKBONE_FILE);
+    let models = models_dir_from_env().unwrap_or_else(twin_model::paths::models_dir);
+    let backbone = models.join(twin_model::paths::BACKBONE_FILE);
     let threads = env_usize(ENV_THREADS, 1);
     let min_new = env_usize("TWIN_TRAIN_MIN_NEW", DEFAULT_TRAIN_MIN_NEW);
     let f = tokio::task::spawn_blocking(move || DatasetFn::new(&aws, &backbone, threads, min_new))

@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 use twin_aws::{s3_event, Aws, S3Store};
 use twin_core::keys;
 use twin_core::store::{check_key, content_tag};
-use twin_core::system::{System, SystemConfig, SystemError, MAX_VIDEO_BYTES};
+use twin_app::system::{System, SystemConfig, SystemError, MAX_VIDEO_BYTES};
 
 /// The function's state, built once per container.
 pub struct Ingest {

@@ -10,7 +10,7 @@ use twin_fn_ingest::Ingest;
 async fn main() -> Result<(), lambda_runtime::Error> {
     lambda_runtime::tracing::init_default_subscriber();
     let aws = Aws::connect(AwsConfig::from_env_needing(true, false)?)?;
-    let models = models_dir_from_env().unwrap_or_else(twin_core::paths::models_dir);
+    let models = models_dir_from_env().unwrap_or_else(twin_model::paths::models_dir);
     let threads = env_usize(ENV_THREADS, 1);
     let ingest = tokio::task::spawn_blocking(move || Ingest::new(&aws, models, threads)).await??;
     let ingest = &ingest;

@@ -1,5 +1,5 @@
 //! Twin Matcher's `train` function: a train request (SQS) or the schedule → the core's training
-//! job and promotion gate ([`twin_core::models::train_and_gate`]).
+//! job and promotion gate ([`twin_model::models::train_and_gate`]).
 //!
 //! A request for a dataset version some model was already trained on (or a later one) changes
 //! nothing, so a repeated message or a schedule with nothing new does not make a new version.
@@ -13,10 +13,10 @@ use lambda_runtime::Diagnostic;
 use serde_json::{json, Value};
 use twin_aws::{Aws, S3Store};
 use twin_core::messages::TrainRequest;
-use twin_core::models::{self, BASE_BACKBONE};
-use twin_core::steps;
+use twin_model::models::{self, BASE_BACKBONE};
+use twin_app::steps;
 use twin_core::store::ObjectStore;
-use twin_core::train::TrainOptions;
+use twin_model::train::TrainOptions;
 
 /// The function's state, built once per container.
 pub struct TrainFn {

@@ -11,7 +11,7 @@ use twin_fn_train::TrainFn;
 async fn main() -> Result<(), lambda_runtime::Error> {
     lambda_runtime::tracing::init_default_subscriber();
     let aws = Aws::connect(AwsConfig::from_env_needing(false, false)?)?;
-    let backbone = models_dir_from_env().map(|d| d.join(twin_core::paths::BACKBONE_FILE));
+    let backbone = models_dir_from_env().map(|d| d.join(twin_model::paths::BACKBONE_FILE));
     let threads = env_usize(ENV_THREADS, 2);
     let f = TrainFn::new(&aws, backbone, threads);
     let f = &f;

@@ -1,0 +1,414 @@
+//! From a photo or a video frame to faces: detection, the box mapping, landmarks and chips.
+//!
+//! [`FacePipeline::find_faces`] runs the cascade, maps each box to dlib's convention and places
+//! the 5 landmarks. Images that are already a tight face crop (a gallery's 112×112 or 150×150
+//! cuts) give the cascade too little context, so when nothing is found the image is padded and
+//! searched again. The first searches look for faces of the detector's `min_face` (60 px) and
+//! up; a photo where they find nothing is searched once more from
+//! [`PipelineOptions::small_face`] (40 px). A small, nearly square image with still nothing
+//! found is taken whole as the face. Every face says which of these paths found it
+//! ([`FaceSource`]).
+
+use std::path::{Path, PathBuf};
+
+use image::{Rgb, RgbImage};
+use serde::Serialize;
+
+use super::cnn::{CnnError, CnnFaceDetector};
+use super::detect::{
+    to_dlib_rect, CascadeDetector, DetectError, Detection, DetectorParams, DEFAULT_CASCADE,
+};
+use super::{face_chip, Point, Rect, ShapePredictor, ShapePredictorError};
+use twin_model::embed::EmbedderOptions;
+
+/// File name of the 5-point predictor in the models folder.
+pub const SHAPE_PREDICTOR_FILE: &str = "shape_predictor_5_face_landmarks.dat";
+
+/// How a face was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FaceSource {
+    /// The cascade found it in the image as given.
+    Detected,
+    /// The cascade found it once the image was padded (a tight crop).
+    Padded,
+    /// The cascade found nothing, even padded; dlib's CNN face detector found it (its box is
+    /// dlib's own).
+    Cnn,
+    /// Nothing was detected; the image is a small tight crop and was taken whole as the face.
+    WholeImage,
+}
+
+/// Settings of the pipeline.
+#[derive(Debug, Clone)]
+pub struct PipelineOptions {
+    /// The cascade file.
+    pub cascade: PathBuf,
+    /// Cascade parameters.
+    pub detector: DetectorParams,
+    /// When nothing is found, even in the padded photo, the photo is searched again for faces
+    /// down to this many pixels (0 disables it): the first search stops at the detector's
+    /// larger `min_face`, which costs less on every photo with a face of ordinary size.
+    pub small_face: i32,
+    /// Padding added on each side when nothing is found, as a fraction of the image side
+    /// (0 disables the padded search).
+    pub tight_crop_padding: f64,
+    /// Largest side of an image that may be taken whole as a face when nothing is found
+    /// (0 disables it).
+    pub whole_image_max_side: u32,
+    /// Smallest side of an image that may be taken whole as a face: below it there is too
+    /// little of a face to cut a chip from.
+    pub whole_image_min_side: u32,
+    /// When the cascade finds nothing in the photo, search it with dlib's CNN face detector
+    /// (`mmod_human_face_detector.dat`) after the padded search, before the small-face and
+    /// whole-image paths.
+    pub cnn_fallback: bool,
+}
+
+impl Default for PipelineOptions {
+    fn default() -> Self {
+        PipelineOptions {
+            cascade: PathBuf::from(DEFAULT_CASCADE),
+            detector: DetectorParams::default(),
+            small_face: SMALL_FACE,
+            tight_crop_padding: 0.5,
+            whole_image_max_side: 320,
+            whole_image_min_side: WHOLE_MIN_SIDE,
+            cnn_fallback: true,
+        }
+    }
+}
+
+/// Why the pipeline could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// Detection failed.
+    #[error(transparent)]
+    Detect(#[from] DetectError),
+    /// The landmark model could not be loaded.
+    #[error(transparent)]
+    Landmarks(#[from] ShapePredictorError),
+    /// The CNN face detector could not be loaded or run.
+    #[error(transparent)]
+    Cnn(#[from] CnnError),
+}
+
+/// A face in an image.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FoundFace {
+    /// The detector's box in the input image: x, y, width, height.
+    #[serde(rename = "box")]
+    pub bbox: [i64; 4],
+    /// The box in dlib's convention the landmarks were placed from (input image coordinates).
+    pub rect: Rect,
+    /// The 5 landmarks (input image coordinates): outer and inner corners of the eyes, nose base.
+    pub landmarks: [Point; 5],
+    /// Which path found it.
+    pub source: FaceSource,
+}
+
+/// Detection, box mapping and landmarks, loaded once and shared.
+pub struct FacePipeline {
+    detector: CascadeDetector,
+    cnn: Option<CnnFaceDetector>,
+    predictor: ShapePredictor,
+    options: PipelineOptions,
+}
+
+impl FacePipeline {
+    /// Loads the cascade and the 5-point predictor from `models_dir` (`vendor/models`).
+    pub fn open(models_dir: &Path, options: &PipelineOptions) -> Result<Self, PipelineError> {
+        let detector = CascadeDetector::open(&options.cascade, options.detector.clone())?;
+        let predictor = ShapePredictor::open(&models_dir.join(SHAPE_PREDICTOR_FILE))?;
+        let cnn = if options.cnn_fallback {
+            Some(CnnFaceDetector::open(
+                models_dir,
+                &EmbedderOptions { threads: 1 },
+            )?)
+        } else {
+            None
+        };
+        Ok(FacePipeline {
+            detector,
+            cnn,
+            predictor,
+            options: options.clone(),
+        })
+    }
+
+    /// The options in use.
+    pub fn options(&self) -> &PipelineOptions {
+        &self.options
+    }
+
+    /// Every face in `img`, largest first.
+    pub fn find_faces(&self, img: &RgbImage) -> Result<Vec<FoundFace>, PipelineError> {
+        self.find_faces_with(img, true)
+    }
+
+    /// Like [`FacePipeline::find_faces`]; `whole_image` false turns the whole-image fallback
+    /// off (a photo someone asks to match must show a detectable face: a small faceless
+    /// picture is not taken whole as one).
+    pub fn find_faces_with(
+        &self,
+        img: &RgbImage,
+        whole_image: bool,
+    ) -> Result<Vec<FoundFace>, PipelineError> {
+        let (w, h) = img.dimensions();
+        if w == 0 || h == 0 {
+            return Ok(Vec::new());
+        }
+        let scale = self.detector.detection_scale(w.max(h));
+        let found = self.detector.detect_at(img, scale)?;
+        if !found.is_empty() {
+            return Ok(self.place_all(img, &found));
+        }
+        if self.options.tight_crop_padding > 0.0 {
+            let (padded, pad) = pad_image(img, self.options.tight_crop_padding);
+            let found = self.detector.detect_at(&padded, scale)?;
+            if !found.is_empty() {
+                let p = pad as i64;
+                let unpadded = found.iter().map(|d| Detection {
+                    x: d.x - p,
+                    y: d.y - p,
+                    ..*d
+                });
+                return Ok(unpadded
+                    .map(|d| self.place(img, &d, FaceSource::Padded))
+                    .collect());
+            }
+        }
+        // After the padded search, which keeps the boxes face_recognition's HOG pipeline gives
+        // for faces cut by the photo's edge (end_to_end_photos: 0.0916 against 0.1065 from the
+        // CNN's box on obama_partial_face).
+        if let Some(cnn) = &self.cnn {
+            let mut found = cnn.detect(img, cnn_scale(w.max(h)))?;
+            if !found.is_empty() {
+                found.sort_by_key(|d| std::cmp::Reverse(d.rect.width() * d.rect.height()));
+                return Ok(found
+                    .iter()
+                    .map(|d| {
+                        let rect = trim_to_image(d.rect, w, h);
+                        FoundFace {
+                            bbox: [d.rect.left, d.rect.top, d.rect.width(), d.rect.height()],
+                            rect,
+                            landmarks: self.predictor.predict(img, rect),
+                            source: FaceSource::Cnn,
+                        }
+                    })
+                    .collect());
+            }
+        }
+        // After the padded search: in a tight crop a box this small is more often something
+        // else than the face the padding finds.
+        let small = self.options.small_face;
+        if small > 0 && small < self.options.detector.min_face {
+            let found = self.detector.detect_sized(img, scale, small)?;
+            if !found.is_empty() {
+                return Ok(self.place_all(img, &found));
+            }
+        }
+        if whole_image
+            && w.max(h) <= self.options.whole_image_max_side
+            && w.min(h) >= self.options.whole_image_min_side
+            && is_squarish(w, h)
+            && has_contrast(img)
+        {
+            let rect = whole_image_rect(w, h);
+            return Ok(vec![FoundFace {
+                bbox: [0, 0, w as i64, h as i64],
+                rect,
+                landmarks: self.predictor.predict(img, rect),
+                source: FaceSource::WholeImage,
+            }]);
+        }
+        Ok(Vec::new())
+    }
+
+    /// Why [`FacePipeline::find_faces`] found no face in `img`, in words for the user.
+    pub fn no_face_reason(&self, img: &RgbImage) -> String {
+        let (w, h) = img.dimensions();
+        let smallest = match self.options.small_face {
+            n if n > 0 => n.min(self.options.detector.min_face),
+            _ => self.options.detector.min_face,
+        } as u32;
+        if w.min(h) < smallest {
+            format!(
+                "the photo is {w}×{h} pixels: too small to hold a face (at least {smallest} pixels on each side)"
+            )
+        } else {
+            "no face was found: the face must be clearly visible, facing the camera".to_string()
+        }
+    }
+
+    /// [`FacePipeline::place`] for faces found in the photo as given.
+    fn place_all(&self, img: &RgbImage, found: &[Detection]) -> Vec<FoundFace> {
+        found
+            .iter()
+            .map(|d| self.place(img, d, FaceSource::Detected))
+            .collect()
+    }
+
+    /// Maps a detection to dlib's box and places the landmarks. Like dlib, the predictor and
+    /// the chip read black outside the image, whatever padding the detection needed.
+    fn place(&self, img: &RgbImage, d: &Detection, source: FaceSource) -> FoundFace {
+        let rect = trim_to_image(
+            to_dlib_rect(d, &self.options.detector.mapping),
+            img.width(),
+            img.height(),
+        );
+        FoundFace {
+            bbox: [d.x, d.y, d.w, d.h],
+            rect,
+            landmarks: self.predictor.predict(img, rect),
+            source,
+        }
+    }
+}
+
+/// A face box cut back to the photo, as `face_recognition` cuts dlib's detections before it
+/// places the landmarks (`_trim_css_to_bounds`: left and top at least 0, right and bottom at
+/// most the width and height). It only changes faces that cross the photo's edge.
+pub fn trim_to_image(r: Rect, width: u32, height: u32) -> Rect {
+    Rect::new(
+        r.left.max(0),
+        r.top.max(0),
+        r.right.min(width as i64),
+        r.bottom.min(height as i64),
+    )
+}
+
+/// The dlib-exact 150×150 chip of a face found in `img` (the image `find_faces` was given).
+pub fn cut_chip(img: &RgbImage, face: &FoundFace) -> RgbImage {
+    face_chip(img, &face.landmarks)
+}
+
+/// Pads `img` on every side by `fraction` of its longer side with its mean colour; returns the
+/// padded image and the padding in pixels.
+pub fn pad_image(img: &RgbImage, fraction: f64) -> (RgbImage, u32) {
+    let pad = (img.width().max(img.height()) as f64 * fraction).round() as u32;
+    pad_image_by(img, pad)
+}
+
+/// Pads `img` by `pad` pixels on every side with its mean colour.
+pub fn pad_image_by(img: &RgbImage, pad: u32) -> (RgbImage, u32) {
+    let (w, h) = img.dimensions();
+    let n = (w as u64 * h as u64).max(1);
+    let mut sum = [0u64; 3];
+    for p in img.pixels() {
+        for c in 0..3 {
+            sum[c] += p.0[c] as u64;
+        }
+    }
+    let mean = Rgb([(sum[0] / n) as u8, (sum[1] / n) as u8, (sum[2] / n) as u8]);
+    let mut out = RgbImage::from_pixel(w + 2 * pad, h + 2 * pad, mean);
+    image::imageops::replace(&mut out, img, pad as i64, pad as i64);
+    (out, pad)
+}
+
+/// Whether the grey levels of `img` vary enough to hold a face (a flat picture does not):
+/// standard deviation at least [`WHOLE_MIN_CONTRAST`].
+fn has_contrast(img: &RgbImage) -> bool {
+    let grey = super::detect::grey_levels(img);
+    let n = grey.len().max(1) as f64;
+    let mean = grey.iter().map(|&g| g as f64).sum::<f64>() / n;
+    let var = grey.iter().map(|&g| (g as f64 - mean).powi(2)).sum::<f64>() / n;
+    var.sqrt() >= WHOLE_MIN_CONTRAST
+}
+
+fn is_squarish(w: u32, h: u32) -> bool {
+    let r = w as f64 / h as f64;
+    (0.7..=1.45).contains(&r)
+}
+
+/// dlib's box for a tight crop taken whole: the crop's central part. The fractions are dlib's
+/// HOG boxes on the face set's crops (see `docs/FACES.md`).
+fn whole_image_rect(w: u32, h: u32) -> Rect {
+    let (w, h) = (w as f64, h as f64);
+    let side = w.min(h) * WHOLE_SCALE;
+    let cx = w * 0.5;
+    let cy = h * WHOLE_CY;
+    let left = (cx - side / 2.0).round() as i64;
+    let top = (cy - side / 2.0).round() as i64;
+    let s = side.round() as i64;
+    Rect::new(left, top, left + s - 1, top + s - 1)
+}
+
+/// The scale the CNN detector searches a photo at: twice its size for small photos and tight
+/// crops (faces down to 40 px, half the 80 px window, as `face_recognition`'s CNN model does),
+/// the photo itself up to [`CNN_MAX_SIDE`], and scaled down to it above.
+fn cnn_scale(longer: u32) -> f64 {
+    if longer <= CNN_UPSAMPLE_MAX_SIDE {
+        2.0
+    } else if longer <= CNN_MAX_SIDE {
+        1.0
+    } else {
+        CNN_MAX_SIDE as f64 / longer as f64
+    }
+}
+
+/// Photos up to this side are searched by the CNN at twice their size.
+pub const CNN_UPSAMPLE_MAX_SIDE: u32 = 320;
+/// Photos above this side are scaled down to it for the CNN (its cost grows with the area).
+pub const CNN_MAX_SIDE: u32 = 800;
+
+/// Smallest face looked for when a photo shows none of the detector's `min_face` or more.
+pub const SMALL_FACE: i32 = 40;
+/// Smallest side of a tight crop taken whole (a smaller picture holds too little of a face).
+pub const WHOLE_MIN_SIDE: u32 = 48;
+/// Smallest standard deviation of the grey levels of a tight crop taken whole (faces in the
+/// face set have 30 or more).
+pub const WHOLE_MIN_CONTRAST: f64 = 12.0;
+/// Side of dlib's box relative to a tight crop's shorter side.
+const WHOLE_SCALE: f64 = 0.79;
+/// Centre of dlib's box down a tight crop, as a fraction of its height.
+const WHOLE_CY: f64 = 0.60;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn padding_keeps_the_image_in_the_middle() {
+        let img = RgbImage::from_pixel(10, 6, Rgb([10, 20, 30]));
+        let (p, pad) = pad_image(&img, 0.5);
+        assert_eq!(pad, 5);
+        assert_eq!(p.dimensions(), (20, 16));
+        assert_eq!(p.get_pixel(5, 5), &Rgb([10, 20, 30]));
+        assert_eq!(p.get_pixel(0, 0), &Rgb([10, 20, 30]), "mean colour fill");
+    }
+
+    #[test]
+    fn whole_image_box_is_inside_the_crop() {
+        let r = whole_image_rect(112, 112);
+        assert!(
+            r.left >= 0 && r.right < 112 && r.top >= 0 && r.bottom < 112,
+            "{r:?}"
+        );
+        assert_eq!(r.width(), 88);
+    }
+
+    #[test]
+    fn a_flat_picture_has_no_contrast() {
+        assert!(!has_contrast(&RgbImage::from_pixel(
+            100,
+            100,
+            Rgb([128, 128, 128])
+        )));
+        let stripes = RgbImage::from_fn(100, 100, |x, _| {
+            if (x / 10) % 2 == 0 {
+                Rgb([40, 40, 40])
+            } else {
+                Rgb([200, 200, 200])
+            }
+        });
+        assert!(has_contrast(&stripes));
+    }
+
+    #[test]
+    fn squarish() {
+        assert!(is_squarish(112, 112));
+        assert!(is_squarish(150, 150));
+        assert!(!is_squarish(300, 100));
+    }
+}
