@@ -7,9 +7,13 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use clap::Args;
 use serde::Serialize;
+use twin_faces::pipeline::{cut_chip, FacePipeline, FaceSource, FoundFace, PipelineOptions};
 use twin_model::chip::CHIP_SIZE;
 use twin_model::embed::{ChipBatch, Embedder, EmbedderOptions};
-use twin_faces::pipeline::{cut_chip, FacePipeline, FaceSource, FoundFace, PipelineOptions};
+
+/// One input of a batch: its faces (each with its row in the batch, if it has one), or why it
+/// failed.
+type Slot = Result<Vec<(Option<FoundFace>, usize)>, String>;
 
 #[derive(Args)]
 pub struct EmbedArgs {
@@ -60,10 +64,7 @@ pub fn run(args: EmbedArgs) -> anyhow::Result<ExitCode> {
     if paths.is_empty() {
         bail!("no input: name image files or --list FILE");
     }
-    let model = args
-        .model
-        .clone()
-        .unwrap_or_else(twin_model::paths::default_backbone);
+    let model = crate::host::backbone(args.model.clone());
     let embedder = Embedder::open(
         &model,
         &EmbedderOptions {
@@ -74,7 +75,7 @@ pub fn run(args: EmbedArgs) -> anyhow::Result<ExitCode> {
         None
     } else {
         Some(FacePipeline::open(
-            &twin_model::paths::models_dir(),
+            &crate::host::models_dir(),
             &PipelineOptions::default(),
         )?)
     };
@@ -85,8 +86,7 @@ pub fn run(args: EmbedArgs) -> anyhow::Result<ExitCode> {
     for group in paths.chunks(batch_size) {
         let mut batch = ChipBatch::with_capacity(group.len());
         // Per input: the faces (with the row of each in the batch), or why it failed.
-        let mut slots: Vec<Result<Vec<(Option<FoundFace>, usize)>, String>> =
-            Vec::with_capacity(group.len());
+        let mut slots: Vec<Slot> = Vec::with_capacity(group.len());
         for p in group {
             let faces = load_image(p).and_then(|img| match &pipeline {
                 None => {

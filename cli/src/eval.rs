@@ -7,9 +7,9 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
+use twin_faces::pipeline::{cut_chip, FacePipeline, FaceSource, PipelineOptions};
 use twin_model::embed::{ChipBatch, Embedder, EmbedderOptions};
 use twin_model::eval::{image_path, parse_pairs, verify};
-use twin_faces::pipeline::{cut_chip, FacePipeline, FaceSource, PipelineOptions};
 
 #[derive(Args)]
 pub struct PairsArgs {
@@ -38,18 +38,14 @@ pub fn pairs(args: PairsArgs) -> anyhow::Result<ExitCode> {
     let text = std::fs::read_to_string(&args.pairs)
         .with_context(|| format!("cannot read {}", args.pairs.display()))?;
     let pairs = parse_pairs(&text)?;
-    let model = args
-        .model
-        .clone()
-        .unwrap_or_else(twin_model::paths::default_backbone);
+    let model = crate::host::backbone(args.model.clone());
     let embedder = Embedder::open(
         &model,
         &EmbedderOptions {
             threads: args.threads,
         },
     )?;
-    let pipeline =
-        FacePipeline::open(&twin_model::paths::models_dir(), &PipelineOptions::default())?;
+    let pipeline = FacePipeline::open(&crate::host::models_dir(), &PipelineOptions::default())?;
 
     let mut images: Vec<(String, u32)> = pairs
         .iter()
@@ -197,7 +193,7 @@ struct IdentifyReport {
 
 pub fn identify(args: IdentifyArgs) -> anyhow::Result<ExitCode> {
     let scratch = tempfile::tempdir()?;
-    let sys = crate::gallery::open_inline(scratch.path(), 1)?;
+    let sys = crate::host::open_inline(scratch.path(), 1)?;
     let mut folders: Vec<PathBuf> = std::fs::read_dir(&args.dir)
         .with_context(|| format!("cannot read {}", args.dir.display()))?
         .flatten()
@@ -253,7 +249,7 @@ pub fn identify(args: IdentifyArgs) -> anyhow::Result<ExitCode> {
         names.push((name.clone(), name.replace('_', " ")));
         let split = files.len() - args.held_out;
         for (j, f) in files.iter().enumerate() {
-            let e = sys.embed_photo_file(f).ok().flatten();
+            let e = sys.matching.largest_face_embedding(f).ok().flatten();
             if j < split {
                 if let Some(e) = e {
                     matrix.extend(e);

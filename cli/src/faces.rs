@@ -17,11 +17,11 @@ use anyhow::{bail, Context};
 use clap::Args;
 use image::RgbImage;
 use serde::Serialize;
-use twin_model::embed::{Embedder, EmbedderOptions};
 use twin_faces::enroll::{self, ChipEmbedder, EnrollOptions, EnrollReport};
 use twin_faces::pipeline::{cut_chip, FacePipeline, FoundFace, PipelineOptions};
 use twin_faces::quality::Measures;
 use twin_faces::video;
+use twin_model::embed::{Embedder, EmbedderOptions};
 
 /// Arguments of `twin faces`.
 #[derive(Args)]
@@ -90,7 +90,7 @@ pub fn run(args: FacesArgs) -> anyhow::Result<ExitCode> {
         Kind::Photo => PipelineOptions::default(),
         Kind::Video => enroll::video_pipeline_options(),
     };
-    let pipeline = FacePipeline::open(&twin_model::paths::models_dir(), &options)?;
+    let pipeline = FacePipeline::open(&crate::host::models_dir(), &options)?;
     let (report, chips) = match kind {
         Kind::Photo => photo(&args, &pipeline)?,
         Kind::Video => video(&args, &pipeline)?,
@@ -180,10 +180,7 @@ fn video(args: &FacesArgs, pipeline: &FacePipeline) -> anyhow::Result<Output> {
     let embedder = if args.no_identity {
         None
     } else {
-        let model = args
-            .model
-            .clone()
-            .unwrap_or_else(twin_model::paths::default_backbone);
+        let model = crate::host::backbone(args.model.clone());
         Some(
             Embedder::open(
                 &model,

@@ -1,37 +1,14 @@
-//! `twin gallery import`, `twin match`, `twin enroll`: the system on the local data folder.
+//! `twin gallery import`, `twin match`, `twin enroll`: the use cases on the local data folder.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use twin_app::system::{System, SystemConfig};
+use twin_core::enrollment::EnrollmentState;
 
-/// The data folder: `--data`, else `$TWIN_DATA`, else the per-user data folder.
-pub fn data_dir(flag: Option<PathBuf>) -> PathBuf {
-    if let Some(d) = flag {
-        return d;
-    }
-    if let Some(d) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
-        return PathBuf::from(d).join("twin-matcher");
-    }
-    match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
-        Some(h) => PathBuf::from(h).join(".local/share/twin-matcher"),
-        None => PathBuf::from("twin-data"),
-    }
-}
-
-/// Opens the system on `data` (workers off: commands run their steps inline).
-pub fn open_inline(data: &Path, threads: usize) -> anyhow::Result<Arc<System>> {
-    Ok(System::open_inline(config(data, threads))?)
-}
-
-/// The system's configuration for a data folder.
-pub fn config(data: &Path, threads: usize) -> SystemConfig {
-    SystemConfig::new(data.to_path_buf(), twin_model::paths::models_dir(), threads)
-}
+use crate::host::open_inline;
 
 #[derive(Args)]
 pub struct ImportArgs {
@@ -45,8 +22,8 @@ pub struct ImportArgs {
 }
 
 pub fn import(data: &Path, args: ImportArgs) -> anyhow::Result<ExitCode> {
-    let sys = open_inline(data, args.threads)?;
-    sys.resume_inline()?;
+    let local = open_inline(data, args.threads)?;
+    local.resume_inline()?;
     let bar = ProgressBar::new(0);
     bar.set_style(
         ProgressStyle::with_template(
@@ -65,9 +42,9 @@ pub fn import(data: &Path, args: ImportArgs) -> anyhow::Result<ExitCode> {
             .extension()
             .is_some_and(|e| e.eq_ignore_ascii_case("parquet"));
     let summary = if is_parquet {
-        sys.import_parquet(&args.source, &progress)
+        local.import.parquet(&args.source, &progress)
     } else {
-        sys.import_folder(&args.source, &progress)
+        local.import.folder(&args.source, &progress)
     }
     .with_context(|| format!("import of {} failed", args.source.display()))?;
     bar.finish_and_clear();
@@ -99,10 +76,10 @@ pub struct MatchArgs {
 }
 
 pub fn match_photo(data: &Path, args: MatchArgs) -> anyhow::Result<ExitCode> {
-    let sys = open_inline(data, 1)?;
+    let local = open_inline(data, 1)?;
     let bytes = std::fs::read(&args.photo)
         .with_context(|| format!("cannot read {}", args.photo.display()))?;
-    let r = sys.match_photo(&bytes, args.k)?;
+    let r = local.matching.match_photo(&bytes, args.k)?;
     if args.json {
         println!("{}", serde_json::to_string(&r)?);
         return Ok(ExitCode::SUCCESS);
@@ -138,9 +115,9 @@ pub struct EnrollArgs {
 }
 
 pub fn enroll(data: &Path, args: EnrollArgs) -> anyhow::Result<ExitCode> {
-    let sys = open_inline(data, 1)?;
-    sys.resume_inline()?;
-    let s = sys.enroll_file(&args.name, args.join.as_deref(), &args.file)?;
+    let local = open_inline(data, 1)?;
+    local.resume_inline()?;
+    let s = local.enroll_file(&args.name, args.join.as_deref(), &args.file)?;
     eprintln!(
         "twin: {} ({}): {}{}; {} faces kept of {} frames; rejected {:?}; head turned left {:?}, right {:?}",
         s.display_name,
@@ -157,7 +134,7 @@ pub fn enroll(data: &Path, args: EnrollArgs) -> anyhow::Result<ExitCode> {
         eprintln!("twin: {line}");
     }
     println!("{}", serde_json::to_string(&s)?);
-    Ok(if s.state == "indexed" {
+    Ok(if s.state == EnrollmentState::Indexed {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

@@ -1,6 +1,7 @@
 //! `twin`: Twin Matcher's command line.
 //!
-//! A thin host around `twin_core`: it parses arguments, calls the core and prints results.
+//! A thin host around the use cases (`twin_app`): it reads its environment ([`host`]), parses
+//! arguments, calls a use case and prints the result.
 //! Commands that produce data print JSON lines on standard output; progress and summaries go
 //! to standard error.
 
@@ -8,6 +9,7 @@ mod embed;
 mod eval;
 mod faces;
 mod gallery;
+mod host;
 mod model;
 mod serve;
 mod train;
@@ -119,7 +121,8 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let data = gallery::data_dir(cli.data.clone());
+    let data = host::data_dir(cli.data.clone());
+    host::runtime();
     let result = match cli.command {
         Command::Gallery {
             command: GalleryCommand::Import(args),
@@ -132,10 +135,10 @@ fn main() -> ExitCode {
         } => model::import_dlib(&dat, &output),
         Command::Model {
             command: ModelCommand::List,
-        } => train::list(&data),
+        } => model::list(&data),
         Command::Model {
             command: ModelCommand::Promote { version },
-        } => train::promote(&data, version),
+        } => model::promote(&data, version),
         Command::Model {
             command:
                 ModelCommand::Publish {
@@ -143,7 +146,7 @@ fn main() -> ExitCode {
                     backbone,
                     endpoint_url,
                 },
-        } => train::publish(&bucket, backbone, endpoint_url),
+        } => model::publish(&bucket, backbone, endpoint_url),
         Command::Train(args) => train::run(&data, args),
         Command::Embed(args) => embed::run(args),
         Command::Eval {

@@ -1,9 +1,15 @@
-//! `twin model …`: importing dlib's face network.
+//! `twin model …`: importing dlib's face network, the trained versions on the local data folder
+//! (list, promote), and publishing the backbone to a deployment's bucket.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
+use twin_core::keys::BASE_BACKBONE;
+use twin_model::models;
+
+use crate::host;
+use crate::train::read_backbone;
 use twin_model::dlib::resnet;
 use twin_model::onnx::{encode, face_net};
 
@@ -54,6 +60,70 @@ pub fn import_dlib(dat: &Path, output: &Path) -> anyhow::Result<ExitCode> {
         net.distance_threshold,
         output.display(),
         encoded.len()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `twin model list`: one JSON line per version, newest first.
+pub fn list(data: &Path) -> anyhow::Result<ExitCode> {
+    let store = host::open_store(data)?;
+    let versions = models::list(&store)?;
+    if versions.is_empty() {
+        eprintln!("twin: no trained model yet (run twin train); matches use the backbone alone");
+    }
+    for v in versions {
+        let summary = v.metrics.as_ref().map(|m| {
+            serde_json::json!({
+                "dataset_version": m.dataset_version,
+                "identities": m.identities,
+                "top1": m.model.top1,
+                "top5": m.model.top5,
+                "baseline_top1": m.baseline.top1,
+                "promoted_when_trained": m.promoted,
+                "reason": m.reason,
+            })
+        });
+        println!(
+            "{}",
+            serde_json::json!({"version": v.version, "current": v.current, "complete": v.metrics.is_some(), "metrics": summary})
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `twin model promote N`: points models/CURRENT at version N (promotion or rollback).
+pub fn promote(data: &Path, version: u64) -> anyhow::Result<ExitCode> {
+    let store = host::open_store(data)?;
+    models::promote(&store, version)?;
+    eprintln!("twin: models/CURRENT now points at model {version}; a running server picks it up");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `twin model publish --bucket B`: puts the backbone at `models/base/backbone.onnx`.
+pub fn publish(
+    bucket: &str,
+    backbone: Option<PathBuf>,
+    endpoint_url: Option<String>,
+) -> anyhow::Result<ExitCode> {
+    use twin_core::store::{Condition, ObjectStore};
+    let (path, bytes) = read_backbone(backbone)?;
+    // Refuse anything that is not a backbone the engine can use.
+    twin_model::embed::Embedder::from_bytes(&path, &bytes, &Default::default())
+        .with_context(|| format!("{} is not a usable backbone", path.display()))?;
+    // A tool with the bucket alone: no queue is used.
+    let mut config = twin_aws::AwsConfig::new(bucket, "", "");
+    if let Some(url) = endpoint_url.filter(|u| !u.is_empty()) {
+        config = config.with_endpoint(&url);
+    }
+    let store = twin_aws::Aws::connect(config)?.store();
+    store
+        .put(BASE_BACKBONE, &bytes, Condition::None)
+        .with_context(|| format!("cannot upload to s3://{bucket}/{}", BASE_BACKBONE))?;
+    eprintln!(
+        "twin: published {} ({} bytes) to s3://{bucket}/{}",
+        path.display(),
+        bytes.len(),
+        BASE_BACKBONE
     );
     Ok(ExitCode::SUCCESS)
 }

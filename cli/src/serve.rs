@@ -1,7 +1,7 @@
 //! `twin serve`: the HTTP API and the web page on one machine.
 //!
 //! The same router the `api` Lambda function serves (`twin_http`), on a tokio listener,
-//! over the system on the local data folder with its ingest and dataset workers running.
+//! over the local host on the data folder with its ingest and dataset workers running.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -9,10 +9,9 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Args;
-use twin_http::{HttpConfig, API_KEY_ENV};
-use twin_app::system::System;
+use twin_http::{Api, HttpConfig, Uploads, API_KEY_ENV};
 
-use crate::gallery;
+use crate::host;
 
 #[derive(Args)]
 #[command(
@@ -33,16 +32,16 @@ pub struct ServeArgs {
 }
 
 pub fn run(data: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
-    let system = System::open(gallery::config(data, args.threads))
-        .with_context(|| format!("cannot open the data folder {}", data.display()))?;
-    let mut config = HttpConfig::from_env();
+    let local = host::open_serving(data, args.threads)?;
+    let mut config = HttpConfig::new(Uploads::Here(local.clone()));
+    config.api_key = host::env(API_KEY_ENV);
     config.allow_writes_without_key = args.allow_writes_without_key;
     let writes = match (&config.api_key, config.allow_writes_without_key) {
         (Some(_), _) => format!("writes need the API key from {API_KEY_ENV}"),
         (None, true) => "writes are allowed without a key (--allow-writes-without-key)".to_string(),
         (None, false) => format!("writes are refused: set {API_KEY_ENV} to allow them"),
     };
-    let app = twin_http::router_with(system, config);
+    let app = twin_http::router(Api::local(&local), config);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

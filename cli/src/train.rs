@@ -1,14 +1,14 @@
-//! `twin train`, `twin model list`, `twin model promote`: the training job and the model
-//! registry on the local data folder.
+//! `twin train`: the training job and its gate on the local data folder.
 
 use std::path::{Path, PathBuf};
+
+use crate::host;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use twin_model::models::{self, Metrics};
-use twin_core::store::LocalStore;
 use twin_model::train::TrainOptions;
 
 #[derive(Args)]
@@ -41,7 +41,7 @@ pub struct TrainArgs {
 
 /// `twin train`: trains, gates, prints the comparison (stderr) and metrics.json (stdout).
 pub fn run(data: &Path, args: TrainArgs) -> anyhow::Result<ExitCode> {
-    let store = open_store(data)?;
+    let store = host::open_store(data)?;
     let (_, backbone) = read_backbone(args.backbone)?;
     let options = TrainOptions {
         seed: args.seed,
@@ -125,77 +125,9 @@ fn print_summary(m: &Metrics) {
     );
 }
 
-/// `twin model list`: one JSON line per version, newest first.
-pub fn list(data: &Path) -> anyhow::Result<ExitCode> {
-    let store = open_store(data)?;
-    let versions = models::list(&store)?;
-    if versions.is_empty() {
-        eprintln!("twin: no trained model yet (run twin train); matches use the backbone alone");
-    }
-    for v in versions {
-        let summary = v.metrics.as_ref().map(|m| {
-            serde_json::json!({
-                "dataset_version": m.dataset_version,
-                "identities": m.identities,
-                "top1": m.model.top1,
-                "top5": m.model.top5,
-                "baseline_top1": m.baseline.top1,
-                "promoted_when_trained": m.promoted,
-                "reason": m.reason,
-            })
-        });
-        println!(
-            "{}",
-            serde_json::json!({"version": v.version, "current": v.current, "complete": v.metrics.is_some(), "metrics": summary})
-        );
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-/// `twin model promote N`: points models/CURRENT at version N (promotion or rollback).
-pub fn promote(data: &Path, version: u64) -> anyhow::Result<ExitCode> {
-    let store = open_store(data)?;
-    models::promote(&store, version)?;
-    eprintln!("twin: models/CURRENT now points at model {version}; a running server picks it up");
-    Ok(ExitCode::SUCCESS)
-}
-
-/// `twin model publish --bucket B`: puts the backbone at `models/base/backbone.onnx`.
-pub fn publish(
-    bucket: &str,
-    backbone: Option<PathBuf>,
-    endpoint_url: Option<String>,
-) -> anyhow::Result<ExitCode> {
-    use twin_core::store::{Condition, ObjectStore};
-    let (path, bytes) = read_backbone(backbone)?;
-    // Refuse anything that is not a backbone the engine can use.
-    twin_model::embed::Embedder::from_bytes(&path, &bytes, &Default::default())
-        .with_context(|| format!("{} is not a usable backbone", path.display()))?;
-    let mut config = twin_aws::AwsConfig::new(bucket, "", "");
-    if let Some(url) = endpoint_url.filter(|u| !u.is_empty()) {
-        config = config.with_endpoint(&url);
-    }
-    let store = twin_aws::Aws::connect(config)?.store();
-    store
-        .put(models::BASE_BACKBONE, &bytes, Condition::None)
-        .with_context(|| format!("cannot upload to s3://{bucket}/{}", models::BASE_BACKBONE))?;
-    eprintln!(
-        "twin: published {} ({} bytes) to s3://{bucket}/{}",
-        path.display(),
-        bytes.len(),
-        models::BASE_BACKBONE
-    );
-    Ok(ExitCode::SUCCESS)
-}
-
-/// The local data folder's store.
-fn open_store(data: &Path) -> anyhow::Result<LocalStore> {
-    LocalStore::open(data).with_context(|| format!("cannot open {}", data.display()))
-}
-
 /// The backbone at `path` (default: the one scripts/setup imported) and its bytes.
-fn read_backbone(path: Option<PathBuf>) -> anyhow::Result<(PathBuf, Vec<u8>)> {
-    let path = path.unwrap_or_else(twin_model::paths::default_backbone);
+pub fn read_backbone(path: Option<PathBuf>) -> anyhow::Result<(PathBuf, Vec<u8>)> {
+    let path = host::backbone(path);
     let bytes = std::fs::read(&path).with_context(|| {
         format!(
             "cannot read the backbone {} (scripts/setup imports it)",

@@ -6,9 +6,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn data(rel: &str) -> PathBuf {
-    let d = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/data")
-        .join(rel);
+    let d = twin_tests::data_dir().join(rel);
     assert!(d.exists(), "test data {} is missing", d.display());
     d
 }
@@ -114,7 +112,7 @@ fn killed_import_keeps_the_last_version_and_the_next_run_finishes() {
                 .values()
                 .map(|v| v.as_u64().unwrap() as usize)
                 .sum::<usize>(),
-        805 - 0,
+        805,
         "{}",
         m["rows"]
     );

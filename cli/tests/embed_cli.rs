@@ -1,16 +1,16 @@
 //! `twin embed --chips` end to end: the JSON-lines shape, batching, and bad inputs.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 
 fn data() -> PathBuf {
-    let d = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/faces");
+    let d = twin_tests::data_dir().join("faces");
     assert!(d.is_dir(), "test data {} is missing", d.display());
     d
 }
 
 fn twin(args: &[&str]) -> Output {
-    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("../vendor/models/backbone.onnx");
+    let model = twin_tests::models_dir().join("backbone.onnx");
     assert!(
         model.is_file(),
         "{} is missing: run scripts/setup",

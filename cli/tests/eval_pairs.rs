@@ -1,11 +1,11 @@
 //! `twin eval pairs` on an LFW-style pairs file made from `../shared/data/faces`.
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 fn faces() -> PathBuf {
-    let d = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/faces");
+    let d = twin_tests::data_dir().join("faces");
     assert!(d.is_dir(), "test data {} is missing", d.display());
     d
 }

@@ -10,15 +10,13 @@ use std::process::{Command, Output};
 use serde_json::Value;
 
 fn media(name: &str) -> PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/data/media")
-        .join(name);
+    let p = twin_tests::data_dir().join("media").join(name);
     assert!(p.is_file(), "test media {} is missing", p.display());
     p
 }
 
 fn twin(args: &[&std::ffi::OsStr]) -> Output {
-    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("../vendor/models");
+    let models = twin_tests::models_dir();
     for f in ["backbone.onnx", "shape_predictor_5_face_landmarks.dat"] {
         assert!(
             models.join(f).is_file(),

@@ -1,10 +1,10 @@
 //! `twin model import-dlib` on the real dlib model and on damaged or wrong files.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 fn models_dir() -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../vendor/models");
+    let dir = twin_tests::models_dir();
     let dat = dir.join("dlib_face_recognition_resnet_model_v1.dat");
     assert!(
         dat.is_file(),

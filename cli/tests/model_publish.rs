@@ -4,7 +4,7 @@
 
 use std::process::Command;
 
-use twin_model::models::BASE_BACKBONE;
+use twin_core::keys::BASE_BACKBONE;
 use twin_core::store::ObjectStore;
 use twin_tests::moto::{Moto, ACCESS_KEY, SECRET_KEY};
 use twin_tests::require_backbone;

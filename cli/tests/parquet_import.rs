@@ -15,7 +15,7 @@ use parquet::schema::parser::parse_message_type;
 const PEOPLE: [&str; 3] = ["Barack_Obama", "Drew_Barrymore", "Hugh_Laurie"];
 
 fn faces() -> PathBuf {
-    let d = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/faces");
+    let d = twin_tests::data_dir().join("faces");
     assert!(d.exists(), "test data {} is missing", d.display());
     d
 }

@@ -3,8 +3,8 @@
 //!
 //! `cargo bench -p twin-tests --bench api_cold_start`:
 //! - starts moto with the bucket and the queues ([`Moto::system`]), imports [`GALLERY`] from
-//!   `data/faces` into the bucket through the core ([`System::open_with`] over S3 and SQS,
-//!   [`System::import_folder`]), trains a model on it and promotes it (even when the gate would
+//!   `data/faces` into the bucket through the core (the import use case over S3,
+//!   [`Import::folder`]), trains a model on it and promotes it (even when the gate would
 //!   not), so that a cold start loads backbone, face models, gallery and a trained model;
 //! - builds the real api binary itself, running `cargo build --profile bench -p twin-tests
 //!   -p twin-fn-api --bench api_cold_start --bin api` (same target folder, and the same profile
@@ -39,13 +39,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use twin_model::embed::{Embedder, EmbedderOptions};
-use twin_faces::pipeline::{FacePipeline, PipelineOptions};
+use twin_app::gallery::{DatasetWriter, GalleryView};
+use twin_app::import::Import;
+use twin_app::Engines;
 use twin_core::gallery::Gallery;
-use twin_model::models;
-use twin_app::system::{System, SystemConfig};
-use twin_model::train::TrainOptions;
+use twin_core::store::ObjectStore;
+use twin_faces::pipeline::{FacePipeline, PipelineOptions};
 use twin_fn_api::ApiSettings;
+use twin_model::embed::{Embedder, EmbedderOptions};
+use twin_model::models;
+use twin_model::train::TrainOptions;
 use twin_tests::events::api_gateway_v2;
 use twin_tests::lambda::{function_arn, lambda_command, FunctionProcess, Logs, Post, RuntimeApi};
 use twin_tests::moto::{self, Moto};
@@ -78,7 +81,8 @@ fn main() {
         .parent()
         .expect("the backbone is in the models folder")
         .to_path_buf();
-    let ort = twin_model::paths::ort_library()
+    let ort = twin_tests::runtime()
+        .ort_library
         .filter(|p| p.is_file())
         .unwrap_or_else(|| panic!("ONNX Runtime is missing; {SETUP_HINT}"));
     let data = data_dir();
@@ -218,26 +222,29 @@ fn fill_bucket(aws: &twin_aws::Aws, models_dir: &Path, data: &Path) -> (usize, u
         std::os::unix::fs::symlink(data.join("faces").join(p), faces.join(p))
             .expect("a symlink to an identity folder");
     }
-    let config = SystemConfig::new(work.path().join("data"), models_dir.to_path_buf(), 2);
-    let system = System::open_with(
-        config,
-        Arc::new(aws.store()),
-        Arc::new(aws.ingest_queue()),
-        false,
-    )
-    .unwrap_or_else(|e| panic!("cannot open the system over moto: {e}; {SETUP_HINT}"));
+    let store: Arc<dyn ObjectStore> = Arc::new(aws.store());
+    let engines = Engines::open(models_dir, 2)
+        .unwrap_or_else(|e| panic!("cannot open the engines: {e}; {SETUP_HINT}"));
+    let gallery = Arc::new(GalleryView::load(store.clone()).expect("read the dataset"));
+    let import = Import::new(
+        store.clone(),
+        engines.photos,
+        engines.backbone,
+        Arc::new(DatasetWriter::new(store.clone())),
+        gallery,
+    );
     eprintln!(
         "api_cold_start: importing {} into the bucket",
         GALLERY.join(", ")
     );
-    let summary = system
-        .import_folder(&faces, &|_, _| {})
+    let summary = import
+        .folder(&faces, &|_, _| {})
         .unwrap_or_else(|e| panic!("cannot import the gallery: {e}"));
     assert_eq!(summary.identities, GALLERY.len(), "{summary:?}");
     let backbone = std::fs::read(require_backbone()).expect("the backbone");
     eprintln!("api_cold_start: training a model");
     let outcome = models::train_and_gate(
-        system.store(),
+        &*store,
         &backbone,
         &TrainOptions {
             threads: 1,
@@ -248,10 +255,10 @@ fn fill_bucket(aws: &twin_aws::Aws, models_dir: &Path, data: &Path) -> (usize, u
     .unwrap_or_else(|e| panic!("cannot train: {e}"));
     let m = &outcome.metrics;
     if !m.promoted {
-        models::promote(system.store(), m.version)
+        models::promote(&*store, m.version)
             .unwrap_or_else(|e| panic!("cannot promote model {}: {e}", m.version));
     }
-    let rows = twin_core::dataset::load_current(system.store())
+    let rows = twin_core::dataset::load_current(&*store)
         .expect("read the dataset")
         .map(|s| Gallery::from_snapshot(s).rows())
         .unwrap_or(0);
@@ -312,41 +319,21 @@ fn in_process_breakdown(
         std::hint::black_box(twin_aws::Aws::connect(config.clone()).expect("clients"));
     });
     let whole = time(&mut || {
-        let (system, _router) = twin_fn_api::app(aws, settings).expect("the api opens");
-        assert!(
-            system.serving_version().is_some(),
-            "no trained model serving"
-        );
+        let (api, _router) = twin_fn_api::app(aws, settings).expect("the api opens");
+        assert!(api.models.version().is_some(), "no trained model serving");
     });
-    let without_model = time(&mut || {
-        let mut config = SystemConfig::new(std::env::temp_dir(), models_dir.to_path_buf(), 1);
-        config.model_poll = settings.poll;
-        std::hint::black_box(
-            System::open_with(
-                config,
-                Arc::new(aws.store()),
-                Arc::new(aws.ingest_queue()),
-                false,
-            )
-            .expect("the system opens"),
-        );
+    let engines = time(&mut || {
+        std::hint::black_box(Engines::open(models_dir, 1).expect("the engines open"));
     });
     let pipelines = time(&mut || {
         std::hint::black_box(
             FacePipeline::open(models_dir, &PipelineOptions::default()).expect("pipeline"),
         );
-        std::hint::black_box(
-            FacePipeline::open(
-                models_dir,
-                &twin_faces::enroll::video_pipeline_options(),
-            )
-            .expect("pipeline"),
-        );
     });
     let embedder = time(&mut || {
         std::hint::black_box(
             Embedder::open(
-                &models_dir.join(twin_model::paths::BACKBONE_FILE),
+                &models_dir.join(twin_core::paths::BACKBONE_FILE),
                 &EmbedderOptions { threads: 1 },
             )
             .expect("embedder"),
@@ -362,11 +349,8 @@ fn in_process_breakdown(
     vec![
         ("Aws::connect (SDK config)".into(), connect),
         ("twin_fn_api::app, whole (with the model)".into(), whole),
-        ("  System::open_with, no model watch".into(), without_model),
-        (
-            "    FacePipeline::open ×2 (photos, video)".into(),
-            pipelines,
-        ),
+        ("  Engines::open (photos, backbone)".into(), engines),
+        ("    FacePipeline::open (photos)".into(), pipelines),
         ("    Embedder::open (backbone)".into(), embedder),
         ("    dataset from S3 + Gallery".into(), gallery),
     ]

@@ -16,10 +16,10 @@ use std::process::Command;
 use std::time::Instant;
 
 use image::{imageops, RgbImage};
-use twin_model::embed::{ChipBatch, Embedder, EmbedderOptions};
 use twin_faces::detect::set_opencv_threads;
 use twin_faces::enroll::{enroll_video, video_pipeline_options, EnrollOptions};
 use twin_faces::pipeline::{cut_chip, FacePipeline, PipelineOptions};
+use twin_model::embed::{ChipBatch, Embedder, EmbedderOptions};
 use twin_tests::{bench_requested, data_dir, median, repo_root, require_backbone, SETUP_HINT};
 
 /// Untimed runs per photo before timing, for both.

@@ -1,7 +1,7 @@
-//! Warm match latency: one 640×480 photo through [`System::match_photo`], the work behind
+//! Warm match latency: one 640×480 photo through [`Matching::match_photo`](twin_app::matching::Matching::match_photo), the work behind
 //! `POST /v1/match`.
 //!
-//! `cargo bench -p twin-tests --bench match_latency` opens a [`System`] on a temporary data folder
+//! `cargo bench -p twin-tests --bench match_latency` opens the local host ([`Local`]) on a temporary data folder
 //! (with the threads `twin serve` uses by default), imports `data/faces` into it (about a minute),
 //! cuts a 640×480 JPEG from `data/media/obama-480p.jpg` (centre crop of the 853×480 frame,
 //! re-encoded at quality 90), warms up, and times [`CALLS`] calls. It prints p50 and p99, and
@@ -16,13 +16,17 @@ use std::path::Path;
 use std::time::Instant;
 
 use image::{imageops, ImageFormat, RgbImage};
+use twin_app::local::{Local, LocalConfig};
 use twin_core::dataset;
-use twin_model::embed::{ChipBatch, Embedder, EmbedderOptions};
-use twin_faces::pipeline::{cut_chip, FacePipeline, PipelineOptions};
 use twin_core::gallery::Gallery;
+use twin_core::media::MAX_PHOTO_BYTES;
 use twin_faces::imageio::{self, Limits};
-use twin_app::system::{System, SystemConfig, MAX_PHOTO_BYTES};
+use twin_faces::pipeline::{cut_chip, FacePipeline, PipelineOptions};
+use twin_model::embed::{ChipBatch, Embedder, EmbedderOptions};
 use twin_tests::{bench_requested, data_dir, require_backbone, SETUP_HINT};
+
+/// A timed stage: its name and one call of it.
+type Step<'a> = (&'static str, Box<dyn FnMut() + 'a>);
 
 /// Timed calls.
 const CALLS: usize = 50;
@@ -113,14 +117,15 @@ fn main() {
         .to_path_buf();
     let data = data_dir();
     let work = tempfile::tempdir().expect("temporary folder");
-    let config = SystemConfig::new(work.path().join("data"), models_dir.clone(), THREADS);
-    let system = System::open_inline(config)
+    let config = LocalConfig::new(work.path().join("data"), models_dir.clone(), THREADS);
+    let system = Local::open_inline(&config)
         .unwrap_or_else(|e| panic!("cannot open the system: {e}; {SETUP_HINT}"));
 
     let t = Instant::now();
     let faces = data.join("faces");
     let summary = system
-        .import_folder(&faces, &|done, total| {
+        .import
+        .folder(&faces, &|done, total| {
             if done % 100 == 0 || done == total {
                 eprintln!("match_latency: importing {done}/{total}");
             }
@@ -130,6 +135,7 @@ fn main() {
 
     let photo = photo_640x480(&data.join("media").join(SOURCE));
     let first = system
+        .matching
         .match_photo(&photo, K)
         .unwrap_or_else(|e| panic!("match failed on the {WIDTH}×{HEIGHT} photo: {e}"));
     assert_eq!((first.width, first.height), (WIDTH, HEIGHT));
@@ -158,11 +164,11 @@ fn main() {
         embedder.embed(&b).expect("embed")
     };
     // The whole call and each stage, interleaved call by call so that all see the same load.
-    let mut steps: [(&str, Box<dyn FnMut()>); 5] = [
+    let mut steps: [Step; 5] = [
         (
             "whole",
             Box::new(|| {
-                std::hint::black_box(system.match_photo(&photo, K).expect("match"));
+                std::hint::black_box(system.matching.match_photo(&photo, K).expect("match"));
             }),
         ),
         (
@@ -227,7 +233,7 @@ fn main() {
         first.dataset_version
     );
     println!(
-        "paths timed: System::match_photo (the work of POST /v1/match minus HTTP framing and JSON), then the router"
+        "paths timed: Matching::match_photo (the work of POST /v1/match minus HTTP framing and JSON), then the router"
     );
     println!(
         "{:<44} {:>8} {:>8} {:>8} {:>8}",
@@ -261,14 +267,15 @@ fn main() {
 }
 
 /// Warm latency of `POST /v1/match?k=10` through the axum router, in process.
-fn http_latency(system: std::sync::Arc<System>, photo: &[u8]) -> Stats {
+fn http_latency(system: std::sync::Arc<Local>, photo: &[u8]) -> Stats {
     use tower::ServiceExt;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()
         .expect("a runtime");
-    let router = twin_http::router(system);
+    let config = twin_http::HttpConfig::new(twin_http::Uploads::Here(system.clone()));
+    let router = twin_http::router(twin_http::Api::local(&system), config);
     let call = |router: axum::Router| {
         let req = axum::http::Request::post("/v1/match?k=10")
             .header("content-type", "image/jpeg")

@@ -31,7 +31,7 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::Instant;
 
 use serde_json::Value;
-use twin_core::gallery::{top_k_ip, top_k_ip_batch, top_k_isa, PackedRows};
+use twin_search::{top_k_ip, top_k_ip_batch, top_k_isa, PackedRows};
 use twin_tests::{bench_requested, median, SETUP_HINT};
 
 /// Vector length.
@@ -203,7 +203,8 @@ impl Faiss {
             "the Python venv is missing ({} does not exist); {SETUP_HINT}",
             python.display()
         );
-        let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        let script = twin_tests::repo_root()
+            .join("tests")
             .join("reference")
             .join("faiss_bench.py");
         let ids_prefix = dir.join(format!("ids-{}", label.replace(' ', "_")));
@@ -566,7 +567,7 @@ fn main() {
     println!(
         "exact top-{K} by inner product, {QUERIES} queries, {DIM}-d unit vectors (Gaussian, seed {SEED:#x}), one thread unless named"
     );
-    println!("ours: twin_core::gallery::PackedRows::top_k_ip (single) / top_k_ip_batch (batch); \"rows as given\": gallery::top_k_ip / top_k_ip_batch on the plain row-major matrix");
+    println!("ours: twin_search::PackedRows::top_k_ip (single) / top_k_ip_batch (batch); \"rows as given\": twin_search::top_k_ip / top_k_ip_batch on the plain row-major matrix");
     if let Some((_, note)) = notes.last() {
         println!(
             "{}; OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE removed for faiss unless named",

@@ -13,10 +13,11 @@
 
 use std::time::{Duration, Instant};
 
+use twin_app::local::{Local, LocalConfig};
 use twin_core::dataset::{Identity, Manifest, Snapshot};
-use twin_model::models;
+use twin_core::keys::{model_key, MODELS_CURRENT};
 use twin_core::store::{Condition, LocalStore, ObjectStore};
-use twin_app::system::{System, SystemConfig};
+use twin_model::models;
 use twin_model::train::{self, TrainOptions};
 use twin_tests::{bench_requested, data_dir, require_backbone, SETUP_HINT};
 
@@ -34,12 +35,13 @@ fn main() {
     let data = work.path().join("data");
 
     // 1. data/faces.
-    let mut config = SystemConfig::new(data.clone(), models_dir.clone(), threads);
+    let mut config = LocalConfig::new(data.clone(), models_dir.clone(), threads);
     config.model_poll = Duration::from_millis(50);
     let t = Instant::now();
-    let sys = System::open_inline(config.clone()).expect(SETUP_HINT);
+    let sys = Local::open_inline(&config).expect(SETUP_HINT);
     let summary = sys
-        .import_folder(&data_dir().join("faces"), &|_, _| {})
+        .import
+        .folder(&data_dir().join("faces"), &|_, _| {})
         .expect("import data/faces");
     drop(sys);
     println!(
@@ -83,13 +85,9 @@ fn main() {
     );
 
     // 3. reload (before the synthetic run, while the data folder is at hand).
-    let sys = System::open(config).expect(SETUP_HINT);
+    let sys = Local::open(config).expect(SETUP_HINT);
     let photo = std::fs::read(data_dir().join("media/obama.jpg")).unwrap();
-    let good = store
-        .get(&models::model_key(m.version))
-        .unwrap()
-        .unwrap()
-        .data;
+    let good = store.get(&model_key(m.version)).unwrap().unwrap().data;
     let mut reloads = Vec::new();
     for round in 0..5 {
         // A fresh version each round, so the server has something new to load.
@@ -104,19 +102,13 @@ fn main() {
                 .put(&format!("models/{n}/{f}"), &body, Condition::None)
                 .unwrap();
         }
-        store
-            .put(&models::model_key(n), &good, Condition::None)
-            .unwrap();
+        store.put(&model_key(n), &good, Condition::None).unwrap();
         let t = Instant::now();
         store
-            .put(
-                models::MODELS_CURRENT,
-                n.to_string().as_bytes(),
-                Condition::None,
-            )
+            .put(MODELS_CURRENT, n.to_string().as_bytes(), Condition::None)
             .unwrap();
         loop {
-            let r = sys.match_photo(&photo, 5).unwrap();
+            let r = sys.matching.match_photo(&photo, 5).unwrap();
             if r.model_version == Some(n) {
                 break;
             }

@@ -26,7 +26,7 @@ use aws_sdk_s3::error::BoxError;
 use aws_smithy_runtime_api::client::orchestrator::Metadata;
 use aws_smithy_types::config_bag::{Storable, StoreReplace};
 use serde_json::Value;
-use twin_aws::{Aws, AwsConfig};
+use twin_aws::{Aws, AwsConfig, Function as FunctionKind};
 
 use crate::moto::{Moto, REGION};
 use crate::{repo_root, venv_tool, SETUP_HINT};
@@ -63,7 +63,7 @@ impl Call {
             return self.target.clone();
         }
         match self.target.split_once('/') {
-            Some((_, rest)) if rest == "CURRENT" => self.target.clone(),
+            Some((_, "CURRENT")) => self.target.clone(),
             Some((first, _)) => format!("{first}/…"),
             None if self.target.is_empty() => "(bucket)".into(),
             None => self.target.clone(),
@@ -92,7 +92,7 @@ impl Storable for Pending {
 impl CallLog {
     /// Every call so far, in order.
     pub fn calls(&self) -> Vec<Call> {
-        self.calls.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        twin_core::sync::lock(&self.calls).clone()
     }
 
     /// The calls IAM refused.
@@ -102,7 +102,7 @@ impl CallLog {
 
     /// Removes the refused calls from the record and returns them.
     pub fn take_denials(&self) -> Vec<Call> {
-        let mut calls = self.calls.lock().unwrap_or_else(|p| p.into_inner());
+        let mut calls = twin_core::sync::lock(&self.calls);
         let (denied, kept) = calls.drain(..).partition(Call::denied);
         *calls = kept;
         denied
@@ -159,15 +159,12 @@ impl Intercept for CallLog {
             .map(|p| p.0.clone())
             .unwrap_or_default();
         let status = context.response().map(|r| r.status().as_u16()).unwrap_or(0);
-        self.calls
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(Call {
-                service,
-                operation,
-                target,
-                status,
-            });
+        twin_core::sync::lock(&self.calls).push(Call {
+            service,
+            operation,
+            target,
+            status,
+        });
         Ok(())
     }
 }
@@ -333,7 +330,14 @@ impl Deployment {
         let f = self.function(function);
         let env = f.environment.clone();
         let (key, secret, token) = f.credentials.clone();
-        AwsConfig::from_lookup_needing(|name| env.get(name).cloned(), false, false)
+        // The queues the function sends to must be in its environment, as its code needs them.
+        let kind = match function {
+            "IngestFunction" => FunctionKind::Ingest,
+            "DatasetFunction" => FunctionKind::Dataset,
+            "TrainFunction" => FunctionKind::Train,
+            _ => FunctionKind::Api,
+        };
+        AwsConfig::from_lookup(|name| env.get(name).cloned(), kind)
             .unwrap_or_else(|e| panic!("{function}'s environment: {e}"))
             .with_endpoint(self.moto.endpoint())
             .with_region(REGION)

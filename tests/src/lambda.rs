@@ -39,6 +39,9 @@ use crate::events::{base64_decode, base64_encode};
 use crate::moto::REGION;
 use crate::{repo_root, venv_tool, SETUP_HINT};
 
+/// An HTTP answer: status, headers, body.
+pub type HttpAnswer = (u16, Vec<(String, String)>, Vec<u8>);
+
 /// Lambda's limit on a synchronous invocation's request and response payloads.
 pub const PAYLOAD_LIMIT: usize = 6 * 1024 * 1024;
 
@@ -201,7 +204,7 @@ impl RuntimeApi {
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
+    twin_core::sync::lock(m)
 }
 
 /// One HTTP/1.1 connection from the runtime client (kept alive across requests).
@@ -966,15 +969,7 @@ impl Gateway {
     }
 
     /// The matched route key, the answer, and why the gateway answered by itself if it did.
-    fn answer(
-        &self,
-        req: &Request,
-        n: u64,
-    ) -> (
-        String,
-        (u16, Vec<(String, String)>, Vec<u8>),
-        Option<String>,
-    ) {
+    fn answer(&self, req: &Request, n: u64) -> (String, HttpAnswer, Option<String>) {
         let (path, query) = req.target.split_once('?').unwrap_or((&req.target, ""));
         let Some((route, params)) = match_route(&self.routes, &req.method, path) else {
             return ("-".into(), gateway_answer(404), Some("no route".into()));
@@ -1146,7 +1141,7 @@ fn http_date(since_epoch: Duration) -> String {
 /// The HTTP response API Gateway makes of a payload 2.0 answer: `statusCode`, `headers`,
 /// `multiValueHeaders`, `cookies` (as `set-cookie`), `body` (base64 when `isBase64Encoded`).
 /// An answer without `statusCode` is the body itself, as JSON with status 200.
-pub fn http_response(payload: &[u8]) -> Result<(u16, Vec<(String, String)>, Vec<u8>), String> {
+pub fn http_response(payload: &[u8]) -> Result<HttpAnswer, String> {
     let v: Value = serde_json::from_slice(payload)
         .map_err(|e| format!("the function's answer is not JSON: {e}"))?;
     if v.get("statusCode").is_none() {

@@ -33,9 +33,47 @@ pub const LANDMARKS_DAT: &str = "shape_predictor_5_face_landmarks.dat";
 /// Length of a dlib face descriptor.
 pub const DESCRIPTOR_LEN: usize = 128;
 
-/// The workspace root.
+/// The workspace root of the tests running now: the nearest folder holding `Cargo.lock` above
+/// the package cargo runs them from (`CARGO_MANIFEST_DIR` as cargo sets it at run time, so a
+/// build kept from another checkout still finds this one).
 pub fn repo_root() -> PathBuf {
-    twin_model::paths::repo_root()
+    let start = std::env::var_os("CARGO_MANIFEST_DIR")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::current_dir().ok())
+        .expect("cargo runs tests from their package folder");
+    start
+        .ancestors()
+        .find(|d| d.join("Cargo.lock").is_file())
+        .unwrap_or_else(|| panic!("no workspace (Cargo.lock) above {}", start.display()))
+        .to_path_buf()
+}
+
+/// The runtime pieces `scripts/setup` put in this workspace's `vendor/` (or those
+/// `ORT_DYLIB_PATH` and `TWIN_MODELS_DIR` name), with ONNX Runtime loaded from there. Every test
+/// that embeds calls this first.
+pub fn runtime() -> twin_core::paths::RuntimeFiles {
+    let env = |name: &str| {
+        std::env::var_os(name)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    let files = twin_core::paths::RuntimeFiles::locate(
+        env(twin_core::paths::ORT_LIB_ENV),
+        env(twin_core::paths::MODELS_DIR_ENV),
+        &[repo_root()],
+    );
+    let library = files
+        .ort_library
+        .clone()
+        .unwrap_or_else(|| panic!("ONNX Runtime is missing: {SETUP_HINT}"));
+    twin_model::embed::init_runtime(Some(&library)).unwrap_or_else(|e| panic!("{e}: {SETUP_HINT}"));
+    files
+}
+
+/// The models folder (see [`runtime`]).
+pub fn models_dir() -> PathBuf {
+    runtime().models_dir
 }
 
 /// The shared test data: `$TWIN_TEST_DATA`, else `<root>/../shared/data`. Panics when absent.
@@ -130,9 +168,10 @@ pub fn data_label(path: &Path) -> String {
         .to_string()
 }
 
-/// The imported backbone (`twin_model::paths::default_backbone()`). Panics when it is missing.
+/// The imported backbone (in [`runtime`]'s models folder, ONNX Runtime loaded). Panics when it
+/// is missing.
 pub fn require_backbone() -> PathBuf {
-    let path = twin_model::paths::default_backbone();
+    let path = runtime().backbone();
     assert!(
         path.is_file(),
         "the imported backbone {} is missing; {SETUP_HINT} (it imports dlib's network into ONNX)",
@@ -282,7 +321,8 @@ impl Oracle {
             "the Python venv with dlib is missing ({} does not exist); {SETUP_HINT}",
             python.display()
         );
-        let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        let script = repo_root()
+            .join("tests")
             .join("reference")
             .join("dlib_oracle.py");
         assert!(

@@ -11,7 +11,7 @@
 //! [`twin_aws::Aws`] pointed at them. A missing moto is a panic that names `scripts/setup`.
 
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -85,7 +85,7 @@ impl Moto {
         panic!("moto_server did not start: {last}\n(if moto is broken: {SETUP_HINT})");
     }
 
-    fn try_start(exe: &PathBuf, port: u16) -> Result<Moto, String> {
+    fn try_start(exe: &Path, port: u16) -> Result<Moto, String> {
         let log = tempfile::NamedTempFile::new().map_err(|e| format!("log file: {e}"))?;
         let out = log.reopen().map_err(|e| format!("log file: {e}"))?;
         let err = log.reopen().map_err(|e| format!("log file: {e}"))?;

@@ -248,7 +248,12 @@ fn presigned_put_works_with_a_plain_http_client_and_signs_type_and_length() {
     let moto = Moto::start();
     let sys = moto.system(30);
     let store = sys.aws.store();
-    let key = keys::upload_key("ada_lovelace", &keys::new_upload_id(), "mp4").unwrap();
+    let key = keys::upload_key(
+        "ada_lovelace",
+        &keys::new_upload_id(),
+        twin_core::media::Media::Mp4,
+    )
+    .unwrap();
     let video: Vec<u8> = (0..4096u32).map(|i| (i * 7 % 256) as u8).collect();
     let p = store
         .presign_put(
@@ -451,7 +456,7 @@ fn enrollment(round: usize, writer: usize) -> Update {
         upload_id: upload_id.clone(),
         slug: slug.clone(),
         display_name: format!("Person R{round} W{writer}"),
-        source_key: keys::upload_key(&slug, &upload_id, "mp4").unwrap(),
+        source_key: keys::upload_key(&slug, &upload_id, twin_core::media::Media::Mp4).unwrap(),
         crops,
         rejected: Default::default(),
     };

@@ -28,7 +28,7 @@ use tower::ServiceExt;
 use twin_aws::Aws;
 use twin_fn_api::ApiSettings;
 use twin_fn_dataset::DatasetFn;
-use twin_fn_ingest::Ingest;
+use twin_fn_ingest::IngestFn;
 use twin_fn_train::TrainFn;
 use twin_tests::deploy::Deployment;
 use twin_tests::events::api_gateway_v2;
@@ -47,7 +47,7 @@ struct Env {
     /// The administrator's clients: what AWS itself does (deliver events) and inspection.
     aws: Aws,
     bucket: String,
-    ingest: Ingest,
+    ingest: IngestFn,
     dataset: DatasetFn,
     train: TrainFn,
 }
@@ -58,19 +58,19 @@ impl Env {
         let deployment = Deployment::start(None, &[("TrainMinNew", "1")]);
         let aws = deployment.admin().clone();
         let bucket = deployment.bucket();
-        let ingest = Ingest::new(&deployment.aws_for("IngestFunction"), models_dir(), 1)
+        let ingest = IngestFn::new(&deployment.aws_for("IngestFunction"), &models_dir(), 1)
             .expect("the ingest function starts");
         let min_new = deployment.env_value("DatasetFunction", "TWIN_TRAIN_MIN_NEW");
         let dataset = DatasetFn::new(
             &deployment.aws_for("DatasetFunction"),
-            &models_dir().join(twin_model::paths::BACKBONE_FILE),
+            &models_dir().join(twin_core::paths::BACKBONE_FILE),
             1,
             min_new,
         )
         .expect("the dataset function starts");
         let train = TrainFn::new(
             &deployment.aws_for("TrainFunction"),
-            Some(models_dir().join(twin_model::paths::BACKBONE_FILE)),
+            Some(models_dir().join(twin_core::paths::BACKBONE_FILE)),
             1,
         );
         Env {
@@ -396,7 +396,9 @@ async fn upload_to_match_through_the_real_handlers_and_redelivery_changes_nothin
     assert_eq!(trained[0]["version"], 1, "{out}");
     env.delete(&env.train_url(), &requests);
     let store = env.aws.store();
-    let metrics = twin_model::models::read_metrics(&store, 1).unwrap().unwrap();
+    let metrics = twin_model::models::read_metrics(&store, 1)
+        .unwrap()
+        .unwrap();
     assert_eq!(metrics.identities, GALLERY.len() + 1);
     println!(
         "trained model 1: held-out top-1 {:.3} (baseline {:.3}), {}",
@@ -414,7 +416,7 @@ async fn upload_to_match_through_the_real_handlers_and_redelivery_changes_nothin
         .train_if_new(Some(metrics.dataset_version))
         .await
         .unwrap();
-    assert_eq!(again["trained"], false, "{again}");
+    assert!(!again.trained, "{again:?}");
 
     // The api: a match request event through the router over the bucket.
     let router = env.api().await;

@@ -8,12 +8,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-/// The workspace root.
+/// The workspace root (found at run time: see `twin_tests::repo_root`).
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("cli is inside the workspace")
-        .to_path_buf()
+    twin_tests::repo_root()
 }
 
 /// The shared test data: `$TWIN_TEST_DATA`, else `../shared/data` beside the repository.

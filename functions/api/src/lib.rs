@@ -1,75 +1,92 @@
 //! Twin Matcher's `api` function: the HTTP API and the web page behind an API Gateway HTTP API
 //! (payload 2.0), served through `lambda_http`.
 //!
-//! It is the same axum router as `twin serve` ([`twin_http::router_with`]), on the core
-//! opened over the bucket ([`System::open_with`]): enrollments get a presigned `PUT` straight to
-//! `uploads/` (its type and size signed), whose S3 event starts the `ingest` function; the
-//! promoted model is loaded at start and `models/CURRENT` and `dataset/CURRENT` are polled
-//! every `TWIN_MODEL_POLL_SECONDS` off the request path, a model that fails to load leaving the
-//! previous one serving.
+//! It is the same axum router as `twin serve` ([`twin_http::router`]), with the use cases wired
+//! over the bucket: enrollments get a presigned `PUT` straight to `uploads/` (its type and size
+//! signed), whose S3 event starts the `ingest` function; the promoted model is loaded at start,
+//! and `models/CURRENT` and `dataset/CURRENT` are polled every `TWIN_MODEL_POLL_SECONDS` off the
+//! request path, a model that fails to load leaving the previous one serving.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use twin_aws::{env_usize, env_var, models_dir_from_env, Aws, ENV_THREADS};
-use twin_http::{router_with, HttpConfig};
-use twin_app::system::{System, SystemConfig, SystemError};
+use twin_app::enrollment::Enrollments;
+use twin_app::erasure::Erasure;
+use twin_app::gallery::{DatasetWriter, GalleryView};
+use twin_app::matching::Matching;
+use twin_app::serving::ModelServing;
+use twin_app::{Engines, Error};
+use twin_aws::Aws;
+use twin_core::store::ObjectStore;
+use twin_http::{router, Api, HttpConfig, Uploads};
 
 /// Default polling of `models/CURRENT` and `dataset/CURRENT`.
 pub const DEFAULT_POLL_SECONDS: u64 = 10;
 
-/// Settings read from the environment.
+/// The function's settings (read from the environment by its `main`).
 #[derive(Debug, Clone)]
 pub struct ApiSettings {
-    /// `TWIN_MODELS_DIR`: the backbone and the landmark model.
+    /// The backbone, the landmark and detector models.
     pub models_dir: PathBuf,
-    /// `TWIN_THREADS`.
+    /// Threads ONNX Runtime may use.
     pub threads: usize,
-    /// `TWIN_MODEL_POLL_SECONDS`.
+    /// How often `models/CURRENT` and `dataset/CURRENT` are checked.
     pub poll: Duration,
-    /// `TWIN_API_KEY`: the key writes need (none: writes are refused).
+    /// The key writes need (none: writes are refused).
     pub api_key: Option<String>,
 }
 
-impl ApiSettings {
-    /// From the environment, with defaults.
-    pub fn from_env() -> Self {
-        ApiSettings {
-            models_dir: models_dir_from_env().unwrap_or_else(twin_model::paths::models_dir),
-            threads: env_usize(ENV_THREADS, 1),
-            poll: Duration::from_secs(env_usize(
-                "TWIN_MODEL_POLL_SECONDS",
-                DEFAULT_POLL_SECONDS as usize,
-            ) as u64),
-            api_key: env_var(twin_http::API_KEY_ENV),
-        }
-    }
+/// Wires the API's use cases over `aws`'s bucket, loads the promoted model, starts the polling
+/// and builds the router (blocking: call it off the async runtime).
+pub fn app(aws: &Aws, settings: &ApiSettings) -> Result<(Api, axum::Router), Error> {
+    let s3 = aws.store();
+    let store: Arc<dyn ObjectStore> = Arc::new(s3.clone());
+    let engines = Engines::open(&settings.models_dir, settings.threads)?;
+    let gallery = Arc::new(GalleryView::load(store.clone())?);
+    let models = Arc::new(ModelServing::new(
+        store.clone(),
+        engines.backbone.clone(),
+        settings.threads,
+    ));
+    let writer = Arc::new(DatasetWriter::new(store.clone()));
+    let api = Api {
+        matching: Arc::new(Matching::new(
+            engines.photos,
+            models.clone(),
+            gallery.clone(),
+        )),
+        enrollments: Arc::new(Enrollments::new(store.clone(), Some(gallery.clone()))),
+        erasure: Arc::new(Erasure::new(
+            store,
+            writer,
+            gallery.clone(),
+            engines.backbone.dim(),
+        )),
+        gallery,
+        models,
+    };
+    api.models.check();
+    watch(&api, settings.poll)?;
+    let mut config = HttpConfig::new(Uploads::Presigned(Arc::new(s3)));
+    config.api_key = settings.api_key.clone();
+    Ok((api.clone(), router(api, config)))
 }
 
-/// Opens the core over `aws`'s bucket and ingest queue and builds the router (blocking: call
-/// it off the async runtime).
-pub fn app(aws: &Aws, settings: &ApiSettings) -> Result<(Arc<System>, axum::Router), SystemError> {
-    let mut config = SystemConfig::new(
-        std::env::temp_dir(),
-        settings.models_dir.clone(),
-        settings.threads,
-    );
-    config.model_poll = settings.poll;
-    let store = aws.store();
-    let system = System::open_with(
-        config,
-        Arc::new(store.clone()),
-        Arc::new(aws.ingest_queue()),
-        true,
-    )?;
-    let router = router_with(
-        system.clone(),
-        HttpConfig {
-            signer: Some(Arc::new(store)),
-            api_key: settings.api_key.clone(),
-            ..HttpConfig::default()
-        },
-    );
-    Ok((system, router))
+/// Checks `dataset/CURRENT` and `models/CURRENT` every `poll` on a background thread.
+fn watch(api: &Api, poll: Duration) -> Result<(), Error> {
+    let gallery = Arc::downgrade(&api.gallery);
+    let models = Arc::downgrade(&api.models);
+    std::thread::Builder::new()
+        .name("twin-models".into())
+        .spawn(move || loop {
+            std::thread::sleep(poll);
+            let (Some(g), Some(m)) = (gallery.upgrade(), models.upgrade()) else {
+                return;
+            };
+            g.refresh_if_moved();
+            m.check();
+        })
+        .map(|_| ())
+        .map_err(Error::internal)
 }

@@ -6,7 +6,7 @@
 //!
 //! What AWS itself does is done as AWS does it: the bucket notifies the ingest function of
 //! every object created under the template's prefix (moto delivers the notifications into a
-//! queue; a thread here hands each one to [`Ingest::handle`] under the IngestFunction role, as
+//! queue; a thread here hands each one to [`IngestFn::handle`] under the IngestFunction role, as
 //! S3 invokes the function), and a second thread is the SQS event source of the dataset
 //! function (batches of the template's size and window from the IngestQueue, handed to
 //! [`DatasetFn::handle`] under the DatasetFunction role, the messages not in
@@ -52,7 +52,7 @@ use aws_sdk_sqs::types::{Message, MessageSystemAttributeName};
 use serde_json::Value;
 use twin_aws::Aws;
 use twin_fn_dataset::DatasetFn;
-use twin_fn_ingest::Ingest;
+use twin_fn_ingest::IngestFn;
 use twin_tests::deploy::{Deployment, ACCOUNT};
 use twin_tests::events::sqs_event;
 use twin_tests::lambda::{function_arn, lambda_command, template_routes, HttpApi, LambdaFunction};
@@ -229,7 +229,13 @@ fn notify_ingest(deployment: &Deployment) -> String {
 /// S3 invoking the ingest function: each notification moto delivered, handed to the function
 /// (under its role) as S3 hands it over; moto's `s3:TestEvent` is not a notification of an
 /// object and is dropped.
-fn s3_invoker(admin: Aws, url: String, ingest: Ingest, stop: Arc<AtomicBool>, log: Arc<EventLog>) {
+fn s3_invoker(
+    admin: Aws,
+    url: String,
+    ingest: IngestFn,
+    stop: Arc<AtomicBool>,
+    log: Arc<EventLog>,
+) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -479,7 +485,7 @@ fn moto_lines(log: &str) -> Vec<MotoLine> {
 /// An S3 request as `METHOD prefix/…` (the key's first folder; `(bucket)` for bucket calls).
 fn s3_pattern(method: &str, key: &str, query: &str) -> String {
     let place = match key.split_once('/') {
-        Some((first, rest)) if rest == "CURRENT" => format!("{first}/CURRENT"),
+        Some((first, "CURRENT")) => format!("{first}/CURRENT"),
         Some((first, _)) => format!("{first}/…"),
         None if key.is_empty() => {
             let what: Vec<&str> = query
@@ -561,7 +567,7 @@ fn page_enrolls_matches_erases_through_lambda_api_gateway_s3_and_sqs() {
     let events = Arc::new(EventLog::default());
     let mut threads: Vec<JoinHandle<()>> = Vec::new();
     {
-        let ingest = Ingest::new(&deployment.aws_for("IngestFunction"), models.clone(), 1)
+        let ingest = IngestFn::new(&deployment.aws_for("IngestFunction"), &models, 1)
             .expect("the ingest function starts");
         let (admin, stop, events) = (admin.clone(), stop.clone(), events.clone());
         threads.push(std::thread::spawn(move || {
@@ -572,7 +578,7 @@ fn page_enrolls_matches_erases_through_lambda_api_gateway_s3_and_sqs() {
         let min_new = deployment.env_value("DatasetFunction", "TWIN_TRAIN_MIN_NEW");
         let dataset = DatasetFn::new(
             &deployment.aws_for("DatasetFunction"),
-            &models.join(twin_model::paths::BACKBONE_FILE),
+            &models.join(twin_core::paths::BACKBONE_FILE),
             1,
             min_new,
         )
@@ -637,7 +643,7 @@ fn page_enrolls_matches_erases_through_lambda_api_gateway_s3_and_sqs() {
                 .env("TWIN_MODELS_DIR", &models)
                 .env(
                     "TWIN_BACKBONE",
-                    models.join(twin_model::paths::BACKBONE_FILE),
+                    models.join(twin_core::paths::BACKBONE_FILE),
                 )
                 .env("ORT_DYLIB_PATH", &ort);
             cmd

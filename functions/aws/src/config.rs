@@ -21,7 +21,7 @@ pub const ENV_TRAIN_QUEUE: &str = "TWIN_TRAIN_QUEUE_URL";
 pub const ENV_ENDPOINT: &str = "AWS_ENDPOINT_URL";
 
 /// Environment variable naming the folder with the models (a layer's `/opt/models`).
-pub const ENV_MODELS_DIR: &str = "TWIN_MODELS_DIR";
+pub const ENV_MODELS_DIR: &str = twin_core::paths::MODELS_DIR_ENV;
 /// Environment variable: threads for embedding and training.
 pub const ENV_THREADS: &str = "TWIN_THREADS";
 /// Environment variable: seconds one attempt of an AWS request may take.
@@ -41,9 +41,17 @@ pub fn env_usize(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-/// The models folder [`ENV_MODELS_DIR`] names, if set.
-pub fn models_dir_from_env() -> Option<std::path::PathBuf> {
-    env_var(ENV_MODELS_DIR).map(std::path::PathBuf::from)
+/// The runtime pieces of a function: ONNX Runtime from `ORT_DYLIB_PATH` (the layer's library)
+/// and the models from [`ENV_MODELS_DIR`] when set, else from a `vendor/` beside the executable
+/// or above the folder cargo started it from. The function loads ONNX Runtime from there.
+pub fn runtime_from_env() -> twin_core::paths::RuntimeFiles {
+    let exe = std::env::current_exe().ok();
+    let cargo_dir = env_var("CARGO_MANIFEST_DIR").map(std::path::PathBuf::from);
+    twin_core::paths::RuntimeFiles::locate(
+        env_var(twin_core::paths::ORT_LIB_ENV).map(std::path::PathBuf::from),
+        env_var(ENV_MODELS_DIR).map(std::path::PathBuf::from),
+        &twin_core::paths::search_roots(exe.as_deref(), cargo_dir.as_deref()),
+    )
 }
 
 /// Attempts per request (the first one included) for transient failures.
@@ -117,6 +125,34 @@ impl std::fmt::Debug for StaticCredentials {
                 &self.session_token.as_ref().map(|_| "<redacted>"),
             )
             .finish()
+    }
+}
+
+/// The functions of the template, by the queues each sends to (its environment names only
+/// those, as its role allows only those).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Function {
+    /// Sends the dataset step's messages.
+    Ingest,
+    /// Sends train requests.
+    Dataset,
+    /// Sends nothing.
+    Train,
+    /// Sends nothing (uploads are presigned; their events start ingest).
+    Api,
+    /// A tool or a test with every queue (`twin model publish`, the adapters' tests).
+    All,
+}
+
+impl Function {
+    /// Whether it sends to the ingest → dataset queue.
+    pub fn sends_to_ingest_queue(self) -> bool {
+        matches!(self, Function::Ingest | Function::All)
+    }
+
+    /// Whether it sends to the dataset → train queue.
+    pub fn sends_to_train_queue(self) -> bool {
+        matches!(self, Function::Dataset | Function::All)
     }
 }
 
@@ -206,28 +242,17 @@ impl AwsConfig {
         self
     }
 
-    /// Reads `TWIN_BUCKET`, `TWIN_INGEST_QUEUE_URL`, `TWIN_TRAIN_QUEUE_URL` and the optional
-    /// `AWS_ENDPOINT_URL`; region and credentials come from the usual AWS environment.
-    pub fn from_env() -> Result<Self, AwsError> {
-        Self::from_lookup(|name| std::env::var(name).ok())
+    /// Reads `TWIN_BUCKET`, the queue URL `function` sends to (`TWIN_INGEST_QUEUE_URL`,
+    /// `TWIN_TRAIN_QUEUE_URL`) and the optional `AWS_ENDPOINT_URL`; region and credentials come
+    /// from the usual AWS environment. A queue the function does not send to may be unset.
+    pub fn from_env(function: Function) -> Result<Self, AwsError> {
+        Self::from_lookup(|name| std::env::var(name).ok(), function)
     }
 
     /// [`AwsConfig::from_env`] over any variable lookup.
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, AwsError> {
-        Self::from_lookup_needing(lookup, true, true)
-    }
-
-    /// Like [`AwsConfig::from_env`], for a function that sends to only some queues: the bucket
-    /// is always needed, a queue URL only when asked for (the others may be unset and stay empty).
-    pub fn from_env_needing(ingest_queue: bool, train_queue: bool) -> Result<Self, AwsError> {
-        Self::from_lookup_needing(|name| std::env::var(name).ok(), ingest_queue, train_queue)
-    }
-
-    /// [`AwsConfig::from_env_needing`] over any variable lookup.
-    pub fn from_lookup_needing(
+    pub fn from_lookup(
         lookup: impl Fn(&str) -> Option<String>,
-        ingest_queue: bool,
-        train_queue: bool,
+        function: Function,
     ) -> Result<Self, AwsError> {
         let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
         let mut missing = Vec::new();
@@ -240,8 +265,8 @@ impl AwsConfig {
             })
         };
         let bucket = need(ENV_BUCKET, true);
-        let ingest = need(ENV_INGEST_QUEUE, ingest_queue);
-        let train = need(ENV_TRAIN_QUEUE, train_queue);
+        let ingest = need(ENV_INGEST_QUEUE, function.sends_to_ingest_queue());
+        let train = need(ENV_TRAIN_QUEUE, function.sends_to_train_queue());
         if !missing.is_empty() {
             return Err(AwsError::MissingEnv(missing));
         }
@@ -401,47 +426,58 @@ mod tests {
 
     #[test]
     fn missing_variables_are_all_named() {
-        let err = AwsConfig::from_lookup(lookup(&[(ENV_INGEST_QUEUE, "http://q/1")])).unwrap_err();
+        let err =
+            AwsConfig::from_lookup(lookup(&[(ENV_INGEST_QUEUE, "http://q/1")]), Function::All)
+                .unwrap_err();
         let text = err.to_string();
         assert!(text.contains("TWIN_BUCKET"), "{text}");
         assert!(text.contains("TWIN_TRAIN_QUEUE_URL"), "{text}");
         assert!(!text.contains("TWIN_INGEST_QUEUE_URL"), "{text}");
         // Empty counts as missing.
-        let err = AwsConfig::from_lookup(lookup(&[
-            (ENV_BUCKET, " "),
-            (ENV_INGEST_QUEUE, "a"),
-            (ENV_TRAIN_QUEUE, "b"),
-        ]))
+        let err = AwsConfig::from_lookup(
+            lookup(&[
+                (ENV_BUCKET, " "),
+                (ENV_INGEST_QUEUE, "a"),
+                (ENV_TRAIN_QUEUE, "b"),
+            ]),
+            Function::All,
+        )
         .unwrap_err();
         assert!(matches!(err, AwsError::MissingEnv(v) if v == ["TWIN_BUCKET"]));
         // A function that sends to no queue needs only the bucket.
-        let c = AwsConfig::from_lookup_needing(lookup(&[(ENV_BUCKET, "b")]), false, false).unwrap();
+        let c = AwsConfig::from_lookup(lookup(&[(ENV_BUCKET, "b")]), Function::Api).unwrap();
         assert_eq!(
             (c.ingest_queue_url.as_str(), c.train_queue_url.as_str()),
             ("", "")
         );
         let err =
-            AwsConfig::from_lookup_needing(lookup(&[(ENV_BUCKET, "b")]), true, false).unwrap_err();
+            AwsConfig::from_lookup(lookup(&[(ENV_BUCKET, "b")]), Function::Ingest).unwrap_err();
         assert!(matches!(err, AwsError::MissingEnv(v) if v == ["TWIN_INGEST_QUEUE_URL"]));
     }
 
     #[test]
     fn reads_the_environment() {
-        let c = AwsConfig::from_lookup(lookup(&[
-            (ENV_BUCKET, "twin-data"),
-            (ENV_INGEST_QUEUE, "http://127.0.0.1:5000/123/ingest"),
-            (ENV_TRAIN_QUEUE, "http://127.0.0.1:5000/123/train"),
-            (ENV_ENDPOINT, "http://127.0.0.1:5000"),
-        ]))
+        let c = AwsConfig::from_lookup(
+            lookup(&[
+                (ENV_BUCKET, "twin-data"),
+                (ENV_INGEST_QUEUE, "http://127.0.0.1:5000/123/ingest"),
+                (ENV_TRAIN_QUEUE, "http://127.0.0.1:5000/123/train"),
+                (ENV_ENDPOINT, "http://127.0.0.1:5000"),
+            ]),
+            Function::All,
+        )
         .unwrap();
         assert_eq!(c.bucket, "twin-data");
         assert_eq!(c.train_queue_url, "http://127.0.0.1:5000/123/train");
         assert_eq!(c.endpoint_url.as_deref(), Some("http://127.0.0.1:5000"));
-        let without = AwsConfig::from_lookup(lookup(&[
-            (ENV_BUCKET, "b"),
-            (ENV_INGEST_QUEUE, "i"),
-            (ENV_TRAIN_QUEUE, "t"),
-        ]))
+        let without = AwsConfig::from_lookup(
+            lookup(&[
+                (ENV_BUCKET, "b"),
+                (ENV_INGEST_QUEUE, "i"),
+                (ENV_TRAIN_QUEUE, "t"),
+            ]),
+            Function::All,
+        )
         .unwrap();
         assert_eq!(without.endpoint_url, None);
     }
@@ -475,7 +511,7 @@ mod tests {
             (ENV_ATTEMPT_TIMEOUT, "4"),
             (ENV_OPERATION_TIMEOUT, "15"),
         ];
-        let c = AwsConfig::from_lookup(lookup(&vars))
+        let c = AwsConfig::from_lookup(lookup(&vars), Function::All)
             .unwrap()
             .with_region("us-east-1");
         assert_eq!(c.timeouts.attempt, Duration::from_secs(4));
@@ -489,16 +525,19 @@ mod tests {
             assert_eq!(t.operation_timeout(), Some(Duration::from_secs(15)));
         }
         // Defaults when unset; nonsense refused with the variable named.
-        let d = AwsConfig::from_lookup(lookup(&vars[..3])).unwrap();
+        let d = AwsConfig::from_lookup(lookup(&vars[..3]), Function::All).unwrap();
         assert_eq!(d.timeouts, AwsTimeouts::default());
         for bad in [("0", "15"), ("x", "15"), ("20", "15")] {
-            let err = AwsConfig::from_lookup(lookup(&[
-                (ENV_BUCKET, "b"),
-                (ENV_INGEST_QUEUE, "i"),
-                (ENV_TRAIN_QUEUE, "t"),
-                (ENV_ATTEMPT_TIMEOUT, bad.0),
-                (ENV_OPERATION_TIMEOUT, bad.1),
-            ]))
+            let err = AwsConfig::from_lookup(
+                lookup(&[
+                    (ENV_BUCKET, "b"),
+                    (ENV_INGEST_QUEUE, "i"),
+                    (ENV_TRAIN_QUEUE, "t"),
+                    (ENV_ATTEMPT_TIMEOUT, bad.0),
+                    (ENV_OPERATION_TIMEOUT, bad.1),
+                ]),
+                Function::All,
+            )
             .unwrap_err();
             assert!(err.to_string().contains(ENV_ATTEMPT_TIMEOUT), "{err}");
         }

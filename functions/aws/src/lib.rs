@@ -14,13 +14,15 @@
 
 mod bridge;
 mod config;
+mod lambda;
 mod s3;
 pub mod s3_event;
 mod sqs;
 
 pub use config::{
-    env_usize, env_var, models_dir_from_env, Aws, AwsConfig, AwsError, StaticCredentials,
+    env_usize, env_var, runtime_from_env, Aws, AwsConfig, AwsError, Function, StaticCredentials,
     ENV_MODELS_DIR, ENV_THREADS,
 };
+pub use lambda::sqs_batch_response;
 pub use s3::{PresignedPut, S3Store, UPLOAD_URL_SECONDS};
 pub use sqs::SqsQueue;

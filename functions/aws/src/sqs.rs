@@ -118,7 +118,7 @@ impl Queue for SqsQueue {
             .run(async move { req.send().await })
             .map_err(|e| queue_error("receive_message", e))?;
         let now = Instant::now();
-        let mut receipts = self.receipts.lock().unwrap_or_else(|p| p.into_inner());
+        let mut receipts = twin_core::sync::lock(&self.receipts);
         receipts.retain(|_, (_, at)| now.duration_since(*at) < RECEIPT_LIFETIME);
         let mut got = Vec::new();
         for m in out.messages() {
@@ -142,10 +142,7 @@ impl Queue for SqsQueue {
     }
 
     fn ack(&self, receipt: u64) -> Result<(), QueueError> {
-        let handle = self
-            .receipts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        let handle = twin_core::sync::lock(&self.receipts)
             .remove(&receipt)
             .map(|(h, _)| h)
             .ok_or_else(|| {

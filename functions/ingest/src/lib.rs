@@ -1,28 +1,29 @@
 //! Twin Matcher's `ingest` function: S3 `ObjectCreated` on `uploads/` → aligned face crops, a
 //! status record and one SQS message per upload.
 //!
-//! Every record of the notification is taken through the core's ingest
-//! ([`System::ingest_uploaded`]): an enrollment's presigned upload, or any file dropped in a
+//! Every record of the notification is taken through the ingest use case
+//! ([`Ingest::uploaded_object`]): an enrollment's presigned upload, or any file dropped in a
 //! person's folder (`uploads/<name>/<file>`). A key S3 allows but the storage layout does not
-//! (spaces, capitals, other characters) is first copied to a checked key in the same folder and
-//! the original removed. An object that cannot be used ends `failed` with the reason, or is
+//! (spaces, other characters) is first copied to the checked key the layout gives it and the
+//! original removed. An object that cannot be used ends `failed` with the reason, or is
 //! listed as `skipped` when it has no person to record it under (retrying cannot help); any
 //! other failure fails the invocation, so AWS retries it and then sends it to
 //! the failure destination, and the records that did succeed are no-ops on the retry.
 
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::Arc;
 
 use lambda_runtime::Diagnostic;
 use serde_json::{json, Value};
+use twin_app::ingest::Ingest;
+use twin_app::{Engines, Error};
 use twin_aws::{s3_event, Aws, S3Store};
 use twin_core::keys;
-use twin_core::store::{check_key, content_tag};
-use twin_app::system::{System, SystemConfig, SystemError, MAX_VIDEO_BYTES};
+use twin_core::media::MAX_VIDEO_BYTES;
 
 /// The function's state, built once per container.
-pub struct Ingest {
-    system: Arc<System>,
+pub struct IngestFn {
+    ingest: Arc<Ingest>,
     store: S3Store,
 }
 
@@ -50,19 +51,23 @@ impl From<IngestError> for Diagnostic {
     }
 }
 
-impl Ingest {
-    /// Opens the core on the bucket and the ingest queue of `aws`; the models come from
-    /// `models_dir` (backbone, landmarks).
-    pub fn new(aws: &Aws, models_dir: PathBuf, threads: usize) -> Result<Self, SystemError> {
+impl IngestFn {
+    /// Wires the ingest use case over the bucket and the ingest queue of `aws`; the models come
+    /// from `models_dir` (backbone, landmarks, detector).
+    pub fn new(aws: &Aws, models_dir: &Path, threads: usize) -> Result<Self, Error> {
         let store = aws.store();
-        let config = SystemConfig::new(std::env::temp_dir(), models_dir, threads);
-        let system = System::open_with(
-            config,
+        let engines = Engines::open(models_dir, threads)?;
+        let ingest = Ingest::new(
             Arc::new(store.clone()),
             Arc::new(aws.ingest_queue()),
-            false,
-        )?;
-        Ok(Ingest { system, store })
+            engines.photos,
+            Arc::new(Engines::videos(models_dir)?),
+            engines.backbone,
+        );
+        Ok(IngestFn {
+            ingest: Arc::new(ingest),
+            store,
+        })
     }
 
     /// Handles one S3 notification (or one wrapped in SQS).
@@ -72,11 +77,11 @@ impl Ingest {
         let mut skipped = Vec::new();
         let mut failed = Vec::new();
         for r in records {
-            if !r.is_created() || !r.key.starts_with("uploads/") {
+            if !r.is_created() || !r.key.starts_with(keys::UPLOADS) {
                 tracing::info!(event = %r.event_name, "not an upload: nothing to do");
                 continue;
             }
-            let system = self.system.clone();
+            let ingest = self.ingest.clone();
             let store = self.store.clone();
             let key = r.key.clone();
             let etag = r.etag.clone().unwrap_or_default();
@@ -87,7 +92,7 @@ impl Ingest {
                     Some(n) if n > MAX_VIDEO_BYTES as u64 => (key, etag),
                     _ => canonical(&store, &key, etag)?,
                 };
-                system.ingest_uploaded(&key, &etag, size)
+                ingest.uploaded_object(&key, &etag, size)
             })
             .await;
             match outcome {
@@ -102,11 +107,7 @@ impl Ingest {
                 // The object cannot be used and there is no status to record it in (no person
                 // folder, an oversized object with an unusable name, a source gone without its
                 // copy): retrying cannot help.
-                Ok(Err(
-                    e @ (SystemError::BadInput(_)
-                    | SystemError::TooLarge(_)
-                    | SystemError::NotFound(_)),
-                )) => {
+                Ok(Err(e @ (Error::BadInput(_) | Error::TooLarge(_) | Error::NotFound(_)))) => {
                     tracing::warn!(error = %e, "upload left alone");
                     skipped.push(e.to_string());
                 }
@@ -130,40 +131,15 @@ impl Ingest {
 }
 
 /// The key the core can work with and its ETag: `key` and `etag` themselves when the storage
-/// layout allows the key, else a copy at `uploads/<slug>/<name>-<hash>.<ext>` (made inside S3;
-/// the original is then removed) with the copy's ETag, the one the copy's own notification
-/// carries, so that notification names the same upload and finds it done.
-fn canonical(store: &S3Store, key: &str, etag: String) -> Result<(String, String), SystemError> {
-    if check_key(key).is_ok() {
+/// layout allows the key, else a copy at the key the layout gives it
+/// ([`keys::canonical_upload_key`], made inside S3; the original is then removed) with the
+/// copy's ETag, the one the copy's own notification carries, so that notification names the
+/// same upload and finds it done.
+fn canonical(store: &S3Store, key: &str, etag: String) -> Result<(String, String), Error> {
+    let Some(target) = keys::canonical_upload_key(key)? else {
         return Ok((key.to_string(), etag));
-    }
-    let rest = key.strip_prefix("uploads/").unwrap_or(key);
-    let (folder, file) = rest
-        .split_once('/')
-        .filter(|(f, file)| !f.is_empty() && !file.is_empty() && !file.contains('/'))
-        .ok_or_else(|| SystemError::BadInput("not uploads/<person>/<file>".into()))?;
-    let slug = keys::slugify(&folder.replace('_', " "));
-    keys::check_slug(&slug)?;
-    let (stem, ext) = file.rsplit_once('.').unwrap_or((file, ""));
-    let ext: String = ext
-        .chars()
-        .filter(char::is_ascii_alphanumeric)
-        .take(8)
-        .collect::<String>()
-        .to_ascii_lowercase();
-    let stem = keys::slugify(stem);
-    let name = format!(
-        "{}-{}",
-        if stem.is_empty() { "upload" } else { &stem },
-        &content_tag(key.as_bytes())[..8]
-    );
-    let target = if ext.is_empty() {
-        format!("uploads/{slug}/{name}")
-    } else {
-        format!("uploads/{slug}/{name}.{ext}")
     };
-    check_key(&target).map_err(|e| SystemError::BadInput(e.to_string()))?;
-    let internal = |e: twin_aws::AwsError| SystemError::Internal(e.to_string());
+    let internal = |e: twin_aws::AwsError| Error::Internal(e.to_string());
     let tag = match store.copy_unchecked(key, &target).map_err(internal)? {
         Some(tag) => {
             store.delete_unchecked(key).map_err(internal)?;
@@ -173,7 +149,7 @@ fn canonical(store: &S3Store, key: &str, etag: String) -> Result<(String, String
         None => store
             .tag_of(&target)
             .map_err(internal)?
-            .ok_or_else(|| SystemError::NotFound(format!("{target} has no source")))?,
+            .ok_or_else(|| Error::NotFound(format!("{target} has no source")))?,
     };
     Ok((target, tag))
 }

@@ -5,21 +5,18 @@
 //! only it), and its embedding must be within 0.1 (Euclidean) of face_recognition's encoding.
 //! Photos with several faces are compared face by face where both find the face.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
-use twin_model::embed::{ChipBatch, Embedder, EmbedderOptions};
 use twin_faces::pipeline::{cut_chip, FacePipeline, FaceSource, PipelineOptions};
+use twin_model::embed::{ChipBatch, Embedder, EmbedderOptions};
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
+    twin_tests::repo_root()
 }
 
 fn photos() -> Vec<PathBuf> {
-    let media = root().join("../shared/data/media");
+    let media = twin_tests::data_dir().join("media");
     assert!(media.is_dir(), "test data {} is missing", media.display());
     let mut out = Vec::new();
     let mut stack = vec![media];
@@ -117,7 +114,7 @@ fn distance(a: &[f32], b: &[f32]) -> f32 {
 fn matches_face_recognition_end_to_end() {
     let images = photos();
     let refs = reference(&images);
-    let models = root().join("vendor/models");
+    let models = twin_tests::models_dir();
     let pipeline = FacePipeline::open(&models, &PipelineOptions::default())
         .expect("pipeline (run scripts/setup)");
     let embedder = Embedder::open(&models.join("backbone.onnx"), &EmbedderOptions::default())
@@ -128,7 +125,7 @@ fn matches_face_recognition_end_to_end() {
     let mut failures = Vec::new();
     for (path, fr) in images.iter().zip(&refs) {
         let name = path
-            .strip_prefix(root().join("../shared/data/media"))
+            .strip_prefix(twin_tests::data_dir().join("media"))
             .unwrap_or(path)
             .display()
             .to_string();

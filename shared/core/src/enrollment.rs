@@ -1,5 +1,6 @@
-//! Enrollment status records: where each enrollment is, stored at `status/<upload-id>.json`,
-//! and the advice a person gets when one failed or kept few frames.
+//! Enrollments: the lifecycle as a state machine ([`EnrollmentState`], every transition in
+//! [`EnrollmentStatus`]'s methods), the status record stored at `status/<upload-id>.json`, and
+//! the advice a person gets when one failed or kept few frames (`docs/STATES.md`).
 
 use std::collections::BTreeMap;
 
@@ -31,6 +32,84 @@ impl From<StoreError> for StepError {
     }
 }
 
+/// Where an enrollment is. Stored and shown as the lower-case name (`"created"`, …), so the
+/// records stay readable by every version.
+///
+/// ```text
+/// created ──upload──▶ uploaded ──crops stored──▶ cropped ──dataset step──▶ indexed
+///                          │                          │
+///                          └──── unusable upload ─────┴──▶ failed
+/// ```
+/// A drop-folder upload starts at `uploaded`. `failed` and `indexed` are final.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EnrollmentState {
+    /// Waiting for its upload.
+    #[default]
+    Created,
+    /// Its upload is stored; faces are being cut.
+    Uploaded,
+    /// Its crops are stored; the dataset step will index them.
+    Cropped,
+    /// In the gallery (a dataset version includes it).
+    Indexed,
+    /// Stopped, with the reason.
+    Failed,
+}
+
+impl EnrollmentState {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EnrollmentState::Created => "created",
+            EnrollmentState::Uploaded => "uploaded",
+            EnrollmentState::Cropped => "cropped",
+            EnrollmentState::Indexed => "indexed",
+            EnrollmentState::Failed => "failed",
+        }
+    }
+
+    /// Whether the machine allows going from this state to `to`.
+    pub fn allows(self, to: EnrollmentState) -> bool {
+        use EnrollmentState::*;
+        matches!(
+            (self, to),
+            (Created, Uploaded)
+                | (Uploaded, Cropped)
+                | (Cropped, Indexed)
+                | (Uploaded | Cropped, Failed)
+        )
+    }
+
+    /// Between steps: work is owed to it (after a crash, it is resumed).
+    pub fn is_pending(self) -> bool {
+        matches!(self, EnrollmentState::Uploaded | EnrollmentState::Cropped)
+    }
+
+    /// Final: nothing more happens to it.
+    pub fn is_final(self) -> bool {
+        matches!(self, EnrollmentState::Indexed | EnrollmentState::Failed)
+    }
+}
+
+impl std::fmt::Display for EnrollmentState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A transition the state machine does not allow.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("enrollment {upload_id} is {from}; it cannot become {to}")]
+pub struct TransitionError {
+    /// The enrollment.
+    pub upload_id: String,
+    /// Where it is.
+    pub from: EnrollmentState,
+    /// Where it was asked to go.
+    pub to: EnrollmentState,
+}
+
 /// Where an enrollment is.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct EnrollmentStatus {
@@ -40,8 +119,8 @@ pub struct EnrollmentStatus {
     pub slug: String,
     /// The identity's name.
     pub display_name: String,
-    /// `created`, `uploaded`, `cropped`, `indexed` or `failed`.
-    pub state: String,
+    /// Where it is.
+    pub state: EnrollmentState,
     /// Why it failed.
     pub error: Option<String>,
     /// The stored upload.
@@ -68,6 +147,92 @@ pub struct EnrollmentStatus {
     pub queued: bool,
 }
 
+impl EnrollmentStatus {
+    /// A new enrollment, waiting for its upload.
+    pub fn created(upload_id: String, slug: String, display_name: String) -> Self {
+        EnrollmentStatus {
+            upload_id,
+            slug,
+            display_name,
+            ..Default::default()
+        }
+    }
+
+    /// A file dropped in a person's folder: its upload is there already.
+    pub fn dropped(
+        upload_id: String,
+        slug: String,
+        display_name: String,
+        source_key: String,
+    ) -> Self {
+        EnrollmentStatus {
+            state: EnrollmentState::Uploaded,
+            source_key: Some(source_key),
+            ..Self::created(upload_id, slug, display_name)
+        }
+    }
+
+    fn go(&mut self, to: EnrollmentState) -> Result<(), TransitionError> {
+        if !self.state.allows(to) {
+            return Err(TransitionError {
+                upload_id: self.upload_id.clone(),
+                from: self.state,
+                to,
+            });
+        }
+        self.state = to;
+        Ok(())
+    }
+
+    /// `created → uploaded`: the upload is stored at `key`.
+    pub fn upload(&mut self, key: String) -> Result<(), TransitionError> {
+        self.go(EnrollmentState::Uploaded)?;
+        self.source_key = Some(key);
+        Ok(())
+    }
+
+    /// `uploaded → cropped`: the crops are stored; the dataset step's message is not sent yet.
+    pub fn crop(&mut self, crops: Vec<String>) -> Result<(), TransitionError> {
+        self.go(EnrollmentState::Cropped)?;
+        self.kept = Some(crops.len() as u32);
+        self.crops = crops;
+        self.queued = false;
+        Ok(())
+    }
+
+    /// `cropped`, the dataset step's message sent (the outbox's record).
+    pub fn mark_queued(&mut self) -> Result<(), TransitionError> {
+        if self.state != EnrollmentState::Cropped {
+            return Err(TransitionError {
+                upload_id: self.upload_id.clone(),
+                from: self.state,
+                to: EnrollmentState::Cropped,
+            });
+        }
+        self.queued = true;
+        Ok(())
+    }
+
+    /// Whether its message to the dataset step is owed (cropped, not known to be sent).
+    pub fn owes_message(&self) -> bool {
+        self.state == EnrollmentState::Cropped && !self.queued
+    }
+
+    /// `cropped → indexed` in dataset version `version`.
+    pub fn index(&mut self, version: u64) -> Result<(), TransitionError> {
+        self.go(EnrollmentState::Indexed)?;
+        self.dataset_version = Some(version);
+        Ok(())
+    }
+
+    /// `→ failed`, with the reason a person reads.
+    pub fn fail(&mut self, reason: String) -> Result<(), TransitionError> {
+        self.go(EnrollmentState::Failed)?;
+        self.error = Some(reason);
+        Ok(())
+    }
+}
+
 /// Fewer kept frames than this and the enrollment is weak: the advice says why frames were lost.
 pub const FEW_KEPT: u32 = 10;
 
@@ -77,9 +242,12 @@ pub const FEW_KEPT: u32 = 10;
 /// enrollment failed), most frequent first; frames dropped only as duplicates or over the limit
 /// are not the person's doing and are not named.
 pub fn advice(s: &EnrollmentStatus) -> Vec<String> {
-    let failed = s.state == "failed";
+    let failed = s.state == EnrollmentState::Failed;
     let weak = s.kept.is_some_and(|k| k < FEW_KEPT);
-    let finished = matches!(s.state.as_str(), "cropped" | "indexed" | "failed");
+    let finished = matches!(
+        s.state,
+        EnrollmentState::Cropped | EnrollmentState::Indexed | EnrollmentState::Failed
+    );
     if !finished || s.frames_sampled.is_none() {
         return Vec::new();
     }
@@ -163,13 +331,26 @@ pub fn save_status(
     Ok(())
 }
 
+/// Every readable enrollment status in the store (damaged records are skipped).
+pub fn list_statuses(store: &dyn ObjectStore) -> Result<Vec<EnrollmentStatus>, StepError> {
+    let mut out = Vec::new();
+    for key in store.list(keys::STATUS)? {
+        if let Some(obj) = store.get(&key)? {
+            if let Ok(s) = serde_json::from_slice::<EnrollmentStatus>(&obj.data) {
+                out.push(s);
+            }
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod advice_tests {
     use super::*;
 
     fn status(state: &str, sampled: u32, kept: u32, rejected: &[(&str, u32)]) -> EnrollmentStatus {
         EnrollmentStatus {
-            state: state.into(),
+            state: serde_json::from_value(serde_json::json!(state)).unwrap(),
             frames_sampled: Some(sampled),
             kept: Some(kept),
             rejected: rejected.iter().map(|(r, n)| (r.to_string(), *n)).collect(),
@@ -221,5 +402,71 @@ mod advice_tests {
                     .to_string()
             ]
         );
+    }
+
+    #[test]
+    fn the_state_machine_allows_only_its_transitions() {
+        use EnrollmentState::*;
+        let all = [Created, Uploaded, Cropped, Indexed, Failed];
+        let allowed: Vec<(EnrollmentState, EnrollmentState)> = all
+            .iter()
+            .flat_map(|&a| all.iter().map(move |&b| (a, b)))
+            .filter(|&(a, b)| a.allows(b))
+            .collect();
+        assert_eq!(
+            allowed,
+            [
+                (Created, Uploaded),
+                (Uploaded, Cropped),
+                (Uploaded, Failed),
+                (Cropped, Indexed),
+                (Cropped, Failed)
+            ]
+        );
+        let mut s = EnrollmentStatus::created("u-1".into(), "ada".into(), "Ada".into());
+        assert!(s.index(3).is_err(), "created cannot be indexed");
+        s.upload("uploads/ada/u-1.mp4".into()).unwrap();
+        assert!(
+            s.upload("uploads/ada/u-1.mp4".into()).is_err(),
+            "one upload per enrollment"
+        );
+        s.crop(vec!["crops/ada/u-1/0.png".into()]).unwrap();
+        assert!(s.owes_message());
+        s.mark_queued().unwrap();
+        assert!(!s.owes_message());
+        s.index(3).unwrap();
+        assert_eq!(
+            (s.state, s.dataset_version, s.kept),
+            (Indexed, Some(3), Some(1))
+        );
+        let e = s.fail("late".into()).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "enrollment u-1 is indexed; it cannot become failed"
+        );
+    }
+
+    #[test]
+    fn states_are_stored_as_their_names() {
+        for (state, name) in [
+            (EnrollmentState::Created, "created"),
+            (EnrollmentState::Uploaded, "uploaded"),
+            (EnrollmentState::Cropped, "cropped"),
+            (EnrollmentState::Indexed, "indexed"),
+            (EnrollmentState::Failed, "failed"),
+        ] {
+            assert_eq!(
+                serde_json::to_value(state).unwrap(),
+                serde_json::json!(name)
+            );
+            assert_eq!(state.to_string(), name);
+        }
+        // A record written before the state was typed reads the same.
+        let old = r#"{"upload_id":"u","slug":"a","display_name":"A","state":"cropped","error":null,
+            "source_key":null,"frames_sampled":null,"kept":null,"rejected":{},"turned_left":null,
+            "turned_right":null,"dataset_version":null}"#;
+        let s: EnrollmentStatus = serde_json::from_str(old).unwrap();
+        assert_eq!(s.state, EnrollmentState::Cropped);
+        assert!(s.owes_message());
     }
 }

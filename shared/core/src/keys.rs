@@ -1,146 +1,9 @@
-//! Names and storage keys: slugs from display names, upload ids, and the keys of DESIGN.md's
-//! storage layout. Every key the product writes is built here from checked parts.
+//! The storage layout (`docs/STORAGE.md`): every key the product reads or writes is built or
+//! parsed here from checked parts, and nowhere else.
 
+use crate::media::Media;
+use crate::names::{check_slug, NameError};
 use crate::store::StoreError;
-
-/// Longest slug kept.
-pub const MAX_SLUG: usize = 64;
-/// Longest display name accepted.
-pub const MAX_NAME: usize = 100;
-
-/// A name that cannot be used.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum NameError {
-    /// Nothing usable in it.
-    #[error("a name needs at least one letter or digit")]
-    Empty,
-    /// Too long.
-    #[error("a name may have at most {MAX_NAME} characters")]
-    TooLong,
-    /// Control characters.
-    #[error("a name may not contain control characters")]
-    Control,
-    /// Characters that reorder text (bidi overrides, embeddings, isolates, direction marks).
-    #[error("a name may not contain characters that change the direction of text")]
-    Bidi,
-    /// Not a slug.
-    #[error("{0:?} is not a valid identity slug ([a-z0-9_], 1-64 characters)")]
-    BadSlug(String),
-    /// Not an upload id.
-    #[error("{0:?} is not a valid upload id")]
-    BadUploadId(String),
-}
-
-/// Whether a character changes the direction of the text around it (bidi embeddings,
-/// overrides and isolates, and the direction marks): a name could display as something else.
-fn is_bidi_control(c: char) -> bool {
-    matches!(c, '\u{200E}' | '\u{200F}' | '\u{061C}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
-}
-
-/// Checks a display name and returns it as it will be stored and shown: in any script,
-/// normalised to NFC (so the same name typed on two keyboards is one string), trimmed. Refused:
-/// control characters, characters that change the text's direction, more than [`MAX_NAME`]
-/// characters, and names without a letter or digit.
-pub fn display_name(name: &str) -> Result<String, NameError> {
-    use unicode_normalization::UnicodeNormalization;
-    let nfc: String = name.nfc().collect();
-    let t = nfc.trim();
-    if t.chars().count() > MAX_NAME {
-        return Err(NameError::TooLong);
-    }
-    if t.chars().any(char::is_control) {
-        return Err(NameError::Control);
-    }
-    if t.chars().any(is_bidi_control) {
-        return Err(NameError::Bidi);
-    }
-    if !t.chars().any(char::is_alphanumeric) {
-        return Err(NameError::Empty);
-    }
-    Ok(t.to_string())
-}
-
-/// A name's slug: [`latin_slug`] when the name is written in Latin letters and digits alone;
-/// otherwise the Latin part (if any) and a tag of the whole name (`id_` and 8 hex digits when
-/// nothing is Latin), so that names in other scripts get a stable slug of their own instead of
-/// folding into one another ("Анна" → `id_…`, "Анна Smith" → `smith_…`).
-pub fn slugify(name: &str) -> String {
-    use unicode_normalization::UnicodeNormalization;
-    let name: String = name.nfc().collect();
-    let latin = latin_slug(&name);
-    let dropped = name
-        .chars()
-        .flat_map(fold_accent)
-        .any(|c| c.is_alphanumeric() && !c.is_ascii_alphanumeric());
-    if !dropped {
-        return latin;
-    }
-    let nfc: String = name.trim().nfc().flat_map(char::to_lowercase).collect();
-    let tag = &crate::store::content_tag(nfc.as_bytes())[..8];
-    if latin.is_empty() {
-        format!("id_{tag}")
-    } else {
-        let mut head = latin;
-        head.truncate(MAX_SLUG - 9);
-        format!("{}_{tag}", head.trim_end_matches('_'))
-    }
-}
-
-/// Reduces a name to `[a-z0-9_]`: letters lower-cased with common accents removed, every run of
-/// other characters one `_`, no `_` at either end ("Lin-Manuel Miranda" → `lin_manuel_miranda`).
-pub fn latin_slug(name: &str) -> String {
-    let mut out = String::new();
-    let mut gap = false;
-    for c in name.chars().flat_map(fold_accent) {
-        let c = c.to_ascii_lowercase();
-        if c.is_ascii_alphanumeric() {
-            if gap && !out.is_empty() {
-                out.push('_');
-            }
-            gap = false;
-            out.push(c);
-        } else {
-            gap = true;
-        }
-        if out.len() >= MAX_SLUG {
-            break;
-        }
-    }
-    out.truncate(MAX_SLUG);
-    out.trim_end_matches('_').to_string()
-}
-
-fn fold_accent(c: char) -> impl Iterator<Item = char> {
-    let s: &str = match c {
-        'à' | 'á' | 'â' | 'ã' | 'ä' | 'å' | 'À' | 'Á' | 'Â' | 'Ã' | 'Ä' | 'Å' => "a",
-        'æ' | 'Æ' => "ae",
-        'ç' | 'Ç' => "c",
-        'è' | 'é' | 'ê' | 'ë' | 'È' | 'É' | 'Ê' | 'Ë' => "e",
-        'ì' | 'í' | 'î' | 'ï' | 'Ì' | 'Í' | 'Î' | 'Ï' => "i",
-        'ñ' | 'Ñ' => "n",
-        'ò' | 'ó' | 'ô' | 'õ' | 'ö' | 'ø' | 'Ò' | 'Ó' | 'Ô' | 'Õ' | 'Ö' | 'Ø' => "o",
-        'ù' | 'ú' | 'û' | 'ü' | 'Ù' | 'Ú' | 'Û' | 'Ü' => "u",
-        'ý' | 'ÿ' | 'Ý' => "y",
-        'ß' => "ss",
-        _ => "",
-    };
-    let single = if s.is_empty() { Some(c) } else { None };
-    s.chars().chain(single)
-}
-
-/// Checks a slug.
-pub fn check_slug(slug: &str) -> Result<(), NameError> {
-    if !slug.is_empty()
-        && slug.len() <= MAX_SLUG
-        && slug
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-    {
-        Ok(())
-    } else {
-        Err(NameError::BadSlug(slug.chars().take(80).collect()))
-    }
-}
 
 /// Checks an upload id (`[a-z0-9-]`, 1–64 characters).
 pub fn check_upload_id(id: &str) -> Result<(), NameError> {
@@ -163,14 +26,11 @@ pub fn new_upload_id() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// `uploads/<slug>/<upload-id>.<ext>`.
-pub fn upload_key(slug: &str, upload_id: &str, ext: &str) -> Result<String, NameError> {
+/// `uploads/<slug>/<upload-id>.<ext>`: an enrollment's upload.
+pub fn upload_key(slug: &str, upload_id: &str, media: Media) -> Result<String, NameError> {
     check_slug(slug)?;
     check_upload_id(upload_id)?;
-    if !matches!(ext, "mp4" | "mov" | "webm" | "jpg" | "png" | "webp") {
-        return Err(NameError::BadUploadId(format!("extension {ext}")));
-    }
-    Ok(format!("uploads/{slug}/{upload_id}.{ext}"))
+    Ok(format!("uploads/{slug}/{upload_id}.{}", media.extension()))
 }
 
 /// `crops/<slug>/<upload-id>/<frame-ms>.png`.
@@ -178,6 +38,22 @@ pub fn crop_key(slug: &str, upload_id: &str, frame_ms: u64) -> Result<String, Na
     check_slug(slug)?;
     check_upload_id(upload_id)?;
     Ok(format!("crops/{slug}/{upload_id}/{frame_ms}.png"))
+}
+
+/// The frame time of a crop key of this upload (`crops/<slug>/<upload-id>/<frame-ms>.png`),
+/// `None` when the key is not one of its crops.
+pub fn crop_frame(key: &str, slug: &str, upload_id: &str) -> Option<u64> {
+    let frame = key
+        .strip_prefix(CROPS)?
+        .strip_prefix(slug)?
+        .strip_prefix('/')?
+        .strip_prefix(upload_id)?
+        .strip_prefix('/')?
+        .strip_suffix(".png")?;
+    if frame.is_empty() || frame.len() > 12 || !frame.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    frame.parse().ok()
 }
 
 /// `status/<upload-id>.json`.
@@ -199,6 +75,151 @@ pub fn embeddings_key(n: u64) -> String {
 /// The dataset's current-version pointer.
 pub const DATASET_CURRENT: &str = "dataset/CURRENT";
 
+/// Where enrollment uploads and the drop folder live.
+pub const UPLOADS: &str = "uploads/";
+/// Where enrollment status records live.
+pub const STATUS: &str = "status/";
+/// Where face crops live.
+pub const CROPS: &str = "crops/";
+/// Where trained models live.
+pub const MODELS: &str = "models/";
+/// The promoted model's pointer (`models/CURRENT`, the version number as text).
+pub const MODELS_CURRENT: &str = "models/CURRENT";
+/// Where `twin model publish` puts the imported backbone for the train function.
+pub const BASE_BACKBONE: &str = "models/base/backbone.onnx";
+
+/// `uploads/<slug>/`: a person's uploads (enrollments and dropped files).
+pub fn uploads_of(slug: &str) -> Result<String, NameError> {
+    check_slug(slug)?;
+    Ok(format!("{UPLOADS}{slug}/"))
+}
+
+/// `crops/<slug>/`: a person's face crops.
+pub fn crops_of(slug: &str) -> Result<String, NameError> {
+    check_slug(slug)?;
+    Ok(format!("{CROPS}{slug}/"))
+}
+
+/// The slug of the person a crop key belongs to (`crops/<slug>/…`), if it is a crop key.
+pub fn crop_owner(key: &str) -> Option<&str> {
+    let slug = key.strip_prefix(CROPS)?.split('/').next()?;
+    check_slug(slug).ok().map(|_| slug)
+}
+
+/// `models/<n>/`: one trained version's files.
+pub fn model_dir(n: u64) -> String {
+    format!("{MODELS}{n}/")
+}
+/// `models/<n>/model.onnx`.
+pub fn model_key(n: u64) -> String {
+    format!("{MODELS}{n}/model.onnx")
+}
+/// `models/<n>/labels.json`.
+pub fn labels_key(n: u64) -> String {
+    format!("{MODELS}{n}/labels.json")
+}
+/// `models/<n>/metrics.json`.
+pub fn metrics_key(n: u64) -> String {
+    format!("{MODELS}{n}/metrics.json")
+}
+/// The version a key under `models/` belongs to (`models/<n>/…`).
+pub fn model_version_of(key: &str) -> Option<u64> {
+    key.strip_prefix(MODELS)?.split('/').next()?.parse().ok()
+}
+
+/// The upload id of a file dropped in a person's folder: the same object (key and content tag)
+/// always gets the same id, so a repeated event finds its enrollment.
+pub fn drop_upload_id(key: &str, tag: &str) -> String {
+    format!(
+        "drop-{}",
+        crate::store::content_tag(format!("{key}\0{tag}").as_bytes())
+    )
+}
+
+/// The upload id of an imported identity, from a fingerprint of its images (an unchanged
+/// folder or label imports to the same id, which the dataset then skips).
+pub fn import_upload_id(fingerprint: &[u8]) -> String {
+    format!("import-{}", crate::store::content_tag(fingerprint))
+}
+
+/// The source recorded for an imported folder (`import/<folder>`) or a dataset file's label
+/// (`import/<file>/<label>`): a provenance label in the manifest, not an object.
+pub fn import_source(parts: &[&str]) -> String {
+    format!("import/{}", parts.join("/"))
+}
+
+/// An object under `uploads/`, read from its key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadKey<'a> {
+    /// The person folder (`uploads/<folder>/…`).
+    pub folder: &'a str,
+    /// The file name.
+    pub file: &'a str,
+    /// The enrollment this would be the upload of (`<upload-id>.<ext>`), when the name has
+    /// that shape; the enrollment's record decides whether it is.
+    pub upload_id: Option<&'a str>,
+    /// The kind its extension names.
+    pub media: Option<Media>,
+}
+
+/// Reads `uploads/<folder>/<file>` (one folder level, no other shape).
+pub fn parse_upload_key(key: &str) -> Option<UploadKey<'_>> {
+    let rest = key.strip_prefix(UPLOADS)?;
+    let (folder, file) = rest.split_once('/')?;
+    if folder.is_empty() || file.is_empty() || file.contains('/') {
+        return None;
+    }
+    let upload_id = file
+        .rsplit_once('.')
+        .map(|(id, _)| id)
+        .filter(|id| check_upload_id(id).is_ok());
+    Some(UploadKey {
+        folder,
+        file,
+        upload_id,
+        media: Media::from_file_name(file),
+    })
+}
+
+/// Where a dropped file whose key the layout does not allow (spaces, capitals, other characters:
+/// S3 accepts them, the layout does not) is moved to: `uploads/<slug>/<name>-<hash>.<ext>`, with
+/// the folder's person's slug, the file name's slug and a hash of the original key (so two
+/// originals never meet). `None` when the key is already allowed, and an error when it is not
+/// `uploads/<folder>/<file>` or names nobody.
+pub fn canonical_upload_key(key: &str) -> Result<Option<String>, NameError> {
+    if crate::store::check_key(key).is_ok() {
+        return Ok(None);
+    }
+    let bad = || NameError::BadUploadKey(key.chars().take(120).collect());
+    let rest = key.strip_prefix(UPLOADS).ok_or_else(bad)?;
+    let (folder, file) = rest
+        .split_once('/')
+        .filter(|(f, file)| !f.is_empty() && !file.is_empty() && !file.contains('/'))
+        .ok_or_else(bad)?;
+    let slug = crate::names::slugify(&crate::names::person_from_folder(folder)?);
+    check_slug(&slug)?;
+    let (stem, ext) = file.rsplit_once('.').unwrap_or((file, ""));
+    let ext: String = ext
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(8)
+        .collect::<String>()
+        .to_ascii_lowercase();
+    let stem = crate::names::slugify(stem);
+    let name = format!(
+        "{}-{}",
+        if stem.is_empty() { "upload" } else { &stem },
+        &crate::store::content_tag(key.as_bytes())[..8]
+    );
+    let target = if ext.is_empty() {
+        format!("{UPLOADS}{slug}/{name}")
+    } else {
+        format!("{UPLOADS}{slug}/{name}.{ext}")
+    };
+    crate::store::check_key(&target).map_err(|_| bad())?;
+    Ok(Some(target))
+}
+
 impl From<NameError> for StoreError {
     fn from(e: NameError) -> Self {
         StoreError::InvalidKey(e.to_string())
@@ -210,86 +231,57 @@ mod tests {
     use super::*;
 
     #[test]
-    fn slugs() {
-        assert_eq!(slugify("Lin-Manuel Miranda"), "lin_manuel_miranda");
-        assert_eq!(slugify("  Beyoncé Knowles  "), "beyonce_knowles");
-        assert_eq!(slugify("../../etc/passwd"), "etc_passwd");
-        assert_eq!(
-            slugify("<script>alert(1)</script>"),
-            "script_alert_1_script"
-        );
-        assert!(
-            slugify("李小龙").starts_with("id_"),
-            "{}",
-            slugify("李小龙")
-        );
-        assert_eq!(slugify(&"a".repeat(500)).len(), MAX_SLUG);
-        assert_eq!(display_name("  Ada Lovelace ").unwrap(), "Ada Lovelace");
-        assert_eq!(display_name("!!!"), Err(NameError::Empty));
-        assert_eq!(display_name("a\u{0}b"), Err(NameError::Control));
-        assert!(display_name(&"x".repeat(101)).is_err());
-    }
-
-    #[test]
-    fn names_in_any_script_get_slugs_of_their_own() {
-        // Shown as typed, each with a stable slug that does not depend on Latin letters.
-        for name in [
-            "Анна Каренина",
-            "李小龙",
-            "محمد صلاح",
-            "Αλέξανδρος",
-            "Анна Smith",
-        ] {
-            assert_eq!(display_name(name).unwrap(), name);
-            let slug = slugify(name);
-            check_slug(&slug).unwrap();
-            assert_eq!(slug, slugify(name), "stable");
-        }
-        let slugs: std::collections::BTreeSet<String> = [
-            "Анна",
-            "Ольга",
-            "李小龙",
-            "成龙",
-            "محمد",
-            "Αλέξανδρος",
-            "Νίκος",
-        ]
-        .iter()
-        .map(|n| slugify(n))
-        .collect();
-        assert_eq!(
-            slugs.len(),
-            7,
-            "different names, different slugs: {slugs:?}"
-        );
-        assert!(slugify("李小龙").starts_with("id_"));
-        assert!(slugify("Анна Smith").starts_with("smith_"));
-        // NFC: the same name typed decomposed is the same name.
-        assert_eq!(display_name("Ame\u{301}lie").unwrap(), "Am\u{e9}lie");
-        assert_eq!(slugify("Ame\u{301}lie"), "amelie");
-        // An emoji alone is no name; with letters it is kept as typed.
-        assert_eq!(display_name("😀"), Err(NameError::Empty));
-        assert_eq!(display_name("Ada 😀").unwrap(), "Ada 😀");
-        // Text that changes direction is refused (the name would show as something else).
-        assert_eq!(display_name("evil\u{202E}gnp.exe"), Err(NameError::Bidi));
-        assert_eq!(display_name("a\u{2067}b"), Err(NameError::Bidi));
-        // Two names that fold into one slug: the slug is the same; the enrollment decides
-        // (a new person gets the next free slug, see System::create_enrollment).
-        assert_eq!(slugify("barack-OBAMA!"), slugify("Barack Obama"));
-    }
-
-    #[test]
     fn keys_refuse_unchecked_parts() {
         assert_eq!(
             crop_key("ada", "abc-1", 100).unwrap(),
             "crops/ada/abc-1/100.png"
         );
         assert!(crop_key("../x", "abc", 1).is_err());
-        assert!(upload_key("ada", "ABC", "mp4").is_err());
-        assert!(upload_key("ada", "abc", "exe").is_err());
+        assert!(upload_key("ada", "ABC", Media::Mp4).is_err());
         assert!(status_key("a/b").is_err());
+        assert_eq!(crop_owner("crops/ada/abc-1/100.png"), Some("ada"));
+        assert_eq!(crop_owner("uploads/ada/x.mp4"), None);
+        assert_eq!(model_version_of("models/12/model.onnx"), Some(12));
+        assert_eq!(model_version_of("models/base/backbone.onnx"), None);
         let id = new_upload_id();
         check_upload_id(&id).unwrap();
         assert_ne!(id, new_upload_id());
+    }
+
+    #[test]
+    fn upload_keys_are_read_and_made_canonical() {
+        let k = parse_upload_key("uploads/ada/0123abcd.webm").unwrap();
+        assert_eq!(
+            (k.folder, k.file, k.upload_id, k.media),
+            ("ada", "0123abcd.webm", Some("0123abcd"), Some(Media::Webm))
+        );
+        let k = parse_upload_key("uploads/ada/My Clip.MOV").unwrap();
+        assert_eq!((k.upload_id, k.media), (None, Some(Media::Mov)));
+        assert!(parse_upload_key("uploads/ada/x/y.mp4").is_none());
+        assert!(parse_upload_key("crops/ada/x.mp4").is_none());
+        assert_eq!(canonical_upload_key("uploads/ada/clip.mp4").unwrap(), None);
+        let c = canonical_upload_key("uploads/Ada Lovelace/My Clip.MP4")
+            .unwrap()
+            .unwrap();
+        assert!(
+            c.starts_with("uploads/ada_lovelace/my_clip-") && c.ends_with(".mp4"),
+            "{c}"
+        );
+        assert_eq!(
+            canonical_upload_key("uploads/Ada Lovelace/My Clip.MP4")
+                .unwrap()
+                .unwrap(),
+            c
+        );
+        assert!(canonical_upload_key("uploads/no folder.mp4").is_err());
+        assert!(canonical_upload_key("crops/a b/c.png").is_err());
+        assert_eq!(
+            drop_upload_id("uploads/ada/c.mp4", "t"),
+            drop_upload_id("uploads/ada/c.mp4", "t")
+        );
+        assert_ne!(
+            drop_upload_id("uploads/ada/c.mp4", "t"),
+            drop_upload_id("uploads/ada/c.mp4", "u")
+        );
     }
 }

@@ -1,10 +1,12 @@
-//! The messages between the parts (DESIGN.md, "Messages"): JSON, each with `"v": 1`.
+//! The messages between the parts (`docs/MESSAGES.md`): JSON, each with `"v": 1`.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::keys::{check_slug, check_upload_id, NameError};
+use crate::enrollment::EnrollmentStatus;
+use crate::keys::{check_upload_id, crop_frame};
+use crate::names::{check_slug, display_name, NameError};
 
 /// The message format version this build reads and writes.
 pub const MESSAGE_VERSION: u32 = 1;
@@ -60,6 +62,19 @@ pub struct TrainRequest {
 }
 
 impl IngestMessage {
+    /// The message of a `cropped` enrollment: its crops, for the dataset step.
+    pub fn for_status(s: &EnrollmentStatus) -> Self {
+        IngestMessage {
+            v: MESSAGE_VERSION,
+            upload_id: s.upload_id.clone(),
+            slug: s.slug.clone(),
+            display_name: s.display_name.clone(),
+            source_key: s.source_key.clone().unwrap_or_default(),
+            crops: s.crops.clone(),
+            rejected: s.rejected.clone(),
+        }
+    }
+
     /// Parses and checks a message: version, slug, upload id, and that every crop key is one of
     /// this upload's crop keys.
     pub fn parse(body: &str) -> Result<Self, MessageError> {
@@ -75,11 +90,9 @@ impl IngestMessage {
         }
         check_slug(&self.slug)?;
         check_upload_id(&self.upload_id)?;
-        crate::keys::display_name(&self.display_name)?;
-        let prefix = format!("crops/{}/{}/", self.slug, self.upload_id);
+        display_name(&self.display_name)?;
         for k in &self.crops {
-            let frame = k.strip_prefix(&prefix).and_then(|r| r.strip_suffix(".png"));
-            if !frame.is_some_and(|f| !f.is_empty() && f.bytes().all(|b| b.is_ascii_digit())) {
+            if crop_frame(k, &self.slug, &self.upload_id).is_none() {
                 return Err(MessageError::Invalid(format!(
                     "crop key {k:?} is not one of this upload's crops"
                 )));

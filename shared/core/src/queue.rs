@@ -68,7 +68,7 @@ impl InProcessQueue {
 
     /// Messages waiting or in flight.
     pub fn len(&self) -> usize {
-        let s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let s = crate::sync::lock(&self.state);
         s.ready.len() + s.in_flight.len()
     }
 
@@ -80,7 +80,7 @@ impl InProcessQueue {
 
 impl Queue for InProcessQueue {
     fn send(&self, body: &str) -> Result<(), QueueError> {
-        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut s = crate::sync::lock(&self.state);
         s.ready.push_back(Entry {
             body: body.to_string(),
             deliveries: 0,
@@ -91,7 +91,7 @@ impl Queue for InProcessQueue {
 
     fn receive(&self, max: usize, wait: Duration) -> Result<Vec<Received>, QueueError> {
         let deadline = Instant::now() + wait;
-        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut s = crate::sync::lock(&self.state);
         loop {
             // Expired deliveries come back first.
             let now = Instant::now();
@@ -140,7 +140,7 @@ impl Queue for InProcessQueue {
     }
 
     fn ack(&self, receipt: u64) -> Result<(), QueueError> {
-        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut s = crate::sync::lock(&self.state);
         s.in_flight.retain(|f| f.0 != receipt);
         Ok(())
     }

@@ -1,4 +1,4 @@
-//! The object store port: the keys of DESIGN.md's storage layout, in a local folder or a bucket.
+//! The object store port: the keys of the storage layout (`docs/STORAGE.md`), in a local folder or a bucket.
 //!
 //! The core reads and writes everything through [`ObjectStore`]; [`LocalStore`] keeps objects as
 //! files under a data folder (the embedded default), and the AWS adapter keeps them in S3. Keys
@@ -178,7 +178,7 @@ impl ObjectStore for LocalStore {
         let _guard = if cond == Condition::None {
             None
         } else {
-            Some(self.lock.lock().unwrap_or_else(|p| p.into_inner()))
+            Some(crate::sync::lock(&self.lock))
         };
         match &cond {
             Condition::None => {}

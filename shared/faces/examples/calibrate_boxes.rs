@@ -10,6 +10,9 @@ use std::process::Command;
 
 use twin_faces::detect::{CascadeDetector, DetectorParams, DEFAULT_CASCADE};
 
+/// One face's measurements, as the calibration collects them.
+type Pair = (f64, f64, f64, f64, f64, f64);
+
 fn main() {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     let mut pad = 0.0f64;
@@ -17,7 +20,7 @@ fn main() {
         pad = args[1].parse().expect("--pad FRACTION");
         args.drain(..2);
     }
-    let root = twin_model::paths::repo_root();
+    let root = twin_tests::repo_root();
     let tmp = tempfile::tempdir().unwrap();
     let mut params = DetectorParams::default();
     if let Some(n) = std::env::var("MIN_NEIGHBORS")
@@ -127,9 +130,8 @@ fn main() {
     let b = pairs.iter().map(|p| (p.4 - p.1) / p.2).sum::<f64>() / n;
     let s =
         pairs.iter().map(|p| p.5 * p.2).sum::<f64>() / pairs.iter().map(|p| p.2 * p.2).sum::<f64>();
-    let rms = |f: &dyn Fn(&(f64, f64, f64, f64, f64, f64)) -> f64| {
-        (pairs.iter().map(|p| f(p).powi(2)).sum::<f64>() / n).sqrt()
-    };
+    let rms =
+        |f: &dyn Fn(&Pair) -> f64| (pairs.iter().map(|p| f(p).powi(2)).sum::<f64>() / n).sqrt();
     println!(
         "images {}  paired faces {}  dlib only {}  cascade only {}",
         args.len(),

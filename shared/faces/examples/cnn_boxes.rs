@@ -6,10 +6,10 @@
 
 use std::path::Path;
 
-use twin_model::embed::EmbedderOptions;
 use twin_faces::cnn::CnnFaceDetector;
-use twin_faces::Rect;
 use twin_faces::imageio::{decode_file, Limits};
+use twin_faces::Rect;
+use twin_model::embed::EmbedderOptions;
 
 fn iou(a: &Rect, b: &Rect) -> f64 {
     let i = a.intersect(b);
@@ -22,7 +22,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let reference: serde_json::Value = serde_json::from_slice(&std::fs::read(&args[0])?)?;
     let scale: f64 = args[1].parse()?;
-    let det = CnnFaceDetector::open(&twin_model::paths::models_dir(), &EmbedderOptions::default())?;
+    let det = CnnFaceDetector::open(&twin_tests::models_dir(), &EmbedderOptions::default())?;
     let (mut n, mut worst, mut missing, mut extra) = (0, 1.0f64, 0, 0);
     for item in reference.as_array().expect("a list") {
         let path = item["image"].as_str().expect("image");

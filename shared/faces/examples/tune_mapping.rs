@@ -4,18 +4,18 @@
 //! `cargo run --release -p twin-core --example tune_mapping FR.json`
 //! FR.json comes from tests/reference/face_recognition_e2e.py.
 
-use twin_model::embed::{ChipBatch, Embedder, EmbedderOptions};
 use twin_faces::detect::{
     to_dlib_rect, BoxMapping, CascadeDetector, DetectorParams, DEFAULT_CASCADE,
 };
 use twin_faces::pipeline::trim_to_image;
 use twin_faces::ShapePredictor;
+use twin_model::embed::{ChipBatch, Embedder, EmbedderOptions};
 
 fn main() {
     let fr: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(std::env::args().nth(1).unwrap()).unwrap())
             .unwrap();
-    let models = twin_model::paths::repo_root().join("vendor/models");
+    let models = twin_tests::models_dir();
     let det = CascadeDetector::open(
         std::path::Path::new(DEFAULT_CASCADE),
         DetectorParams::default(),

@@ -343,7 +343,7 @@ pub fn tile_layout(w: usize, h: usize) -> TileLayout {
         let (right, bottom) = (outer + w0 - 1, y - 1);
         let (left, top) = (right - sw + 1, bottom - sh + 1);
         // Stop before the right column would reach into the first level.
-        let overlaps_first = left <= outer + w0 - 1 && top <= outer + h0 - 1 && bottom >= outer;
+        let overlaps_first = left < outer + w0 && top < outer + h0 && bottom >= outer;
         if overlaps_first || top < 0 {
             break;
         }

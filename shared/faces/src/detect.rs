@@ -189,7 +189,7 @@ impl CascadeDetector {
         let mut boxes = Vector::<opencv::core::Rect>::new();
         let mut counts = Vector::<i32>::new();
         {
-            let mut c = self.classifier.lock().unwrap_or_else(|p| p.into_inner());
+            let mut c = twin_core::sync::lock(&self.classifier);
             c.detect_multi_scale2(
                 &work,
                 &mut boxes,

@@ -296,8 +296,8 @@ pub fn pad_image_by(img: &RgbImage, pad: u32) -> (RgbImage, u32) {
     let n = (w as u64 * h as u64).max(1);
     let mut sum = [0u64; 3];
     for p in img.pixels() {
-        for c in 0..3 {
-            sum[c] += p.0[c] as u64;
+        for (s, &v) in sum.iter_mut().zip(&p.0) {
+            *s += v as u64;
         }
     }
     let mean = Rgb([(sum[0] / n) as u8, (sum[1] / n) as u8, (sum[2] / n) as u8]);

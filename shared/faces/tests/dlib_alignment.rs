@@ -23,11 +23,8 @@ struct Inputs {
 }
 
 fn inputs() -> Inputs {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let root = root
-        .canonicalize()
-        .unwrap_or_else(|e| panic!("repository root {}: {e}", root.display()));
-    let model = root.join("vendor/models/shape_predictor_5_face_landmarks.dat");
+    let root = twin_tests::repo_root();
+    let model = twin_tests::models_dir().join("shape_predictor_5_face_landmarks.dat");
     assert!(
         model.is_file(),
         "the 5-point landmark model is missing: {} does not exist (scripts/setup puts it there)",
@@ -114,7 +111,7 @@ fn landmarks_and_chips_match_dlib() {
         "the reference venv is missing: {} does not exist (scripts/setup creates it with dlib-bin)",
         python.display()
     );
-    let media = root.join("../shared/data/media");
+    let media = twin_tests::data_dir().join("media");
     assert!(
         media.is_dir(),
         "the reference photos are missing: {} is not a folder",

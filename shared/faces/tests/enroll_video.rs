@@ -9,29 +9,22 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use image::RgbImage;
-use twin_model::embed::{Embedder, EmbedderOptions};
 use twin_faces::enroll::{
     enroll_video, video_pipeline_options, ChipEmbedder, EnrollError, EnrollOptions,
 };
 use twin_faces::pipeline::{cut_chip, FacePipeline, PipelineOptions};
 use twin_faces::quality::{embedding_distance, RejectReason};
 use twin_faces::video::VideoError;
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
+use twin_model::embed::{Embedder, EmbedderOptions};
 
 fn media(name: &str) -> PathBuf {
-    let p = root().join("../shared/data/media").join(name);
+    let p = twin_tests::data_dir().join("media").join(name);
     assert!(p.is_file(), "test media {} is missing", p.display());
     p
 }
 
 fn models() -> PathBuf {
-    let d = root().join("vendor/models");
+    let d = twin_tests::models_dir();
     for f in ["shape_predictor_5_face_landmarks.dat", "backbone.onnx"] {
         assert!(
             d.join(f).is_file(),

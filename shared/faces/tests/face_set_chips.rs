@@ -4,21 +4,14 @@
 //! is its own for at least 95 % of them, and 98 % of the faces the cascade found directly).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use twin_model::embed::{ChipBatch, Embedder, EmbedderOptions};
 use twin_faces::pipeline::{cut_chip, FacePipeline, FaceSource, PipelineOptions};
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
+use twin_model::embed::{ChipBatch, Embedder, EmbedderOptions};
 
 /// (identity, image path) for every image of the face set.
 fn face_set() -> Vec<(String, PathBuf)> {
-    let dir = root().join("../shared/data/faces");
+    let dir = twin_tests::data_dir().join("faces");
     assert!(dir.is_dir(), "test data {} is missing", dir.display());
     let mut out = Vec::new();
     for e in std::fs::read_dir(&dir).unwrap() {
@@ -42,7 +35,7 @@ fn face_set() -> Vec<(String, PathBuf)> {
 fn at_least_95_percent_of_the_face_set_gives_a_chip_of_the_right_person() {
     let images = face_set();
     assert!(images.len() >= 800, "{} images", images.len());
-    let models = root().join("vendor/models");
+    let models = twin_tests::models_dir();
     let pipeline = FacePipeline::open(&models, &PipelineOptions::default())
         .expect("pipeline (run scripts/setup)");
     let embedder = Embedder::open(&models.join("backbone.onnx"), &EmbedderOptions::default())

@@ -11,9 +11,7 @@ use std::time::{Duration, Instant};
 use twin_faces::video::{FrameSampler, SamplerOptions, VideoError, VideoLimits};
 
 fn media(name: &str) -> PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/data/media")
-        .join(name);
+    let p = twin_tests::data_dir().join("media").join(name);
     assert!(
         p.is_file(),
         "test media missing: {} (the shared data folder is /work/shared/data)",

@@ -6,18 +6,9 @@ use axum::body::{Body, Bytes};
 use axum::extract::{FromRequest, Multipart, Request};
 use axum::http::{header, HeaderMap};
 
-use super::error::ApiError;
+use twin_core::media::Media;
 
-/// Photo types `/v1/match` accepts.
-pub const PHOTO_TYPES: [&str; 3] = ["image/jpeg", "image/png", "image/webp"];
-/// Types an enrollment upload may have (a video; a single photo also works).
-pub const UPLOAD_TYPES: [&str; 5] = [
-    "video/mp4",
-    "video/quicktime",
-    "video/webm",
-    "image/jpeg",
-    "image/png",
-];
+use super::error::ApiError;
 
 /// The media type of a `Content-Type` value, lower-cased, without parameters.
 pub fn essence(value: &str) -> String {
@@ -38,26 +29,9 @@ pub fn content_type(headers: &HeaderMap) -> Option<String> {
         .filter(|t| !t.is_empty())
 }
 
-/// Normalises a few aliases people and browsers send.
-pub fn canonical(media_type: &str) -> &str {
-    match media_type {
-        "image/jpg" | "image/pjpeg" => "image/jpeg",
-        "image/x-png" => "image/png",
-        other => other,
-    }
-}
-
-/// The photo type its first bytes say it is, if it is one we read.
-pub fn sniff_photo(bytes: &[u8]) -> Option<&'static str> {
-    if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
-        Some("image/jpeg")
-    } else if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
-        Some("image/png")
-    } else if bytes.len() >= 12 && &bytes[..4] == b"RIFF" && &bytes[8..12] == b"WEBP" {
-        Some("image/webp")
-    } else {
-        None
-    }
+/// The photo kind a media type names (`None`: not a photo this server reads).
+fn photo_kind(media_type: &str) -> Option<Media> {
+    Media::from_mime(media_type).filter(|m| !m.is_video())
 }
 
 /// Refuses early (before reading) a body whose declared length is over `limit`.
@@ -122,16 +96,16 @@ pub async fn photo(req: Request, limit: usize) -> Result<Bytes, ApiError> {
     let what = "the photo";
     check_declared_length(req.headers(), limit, what)?;
     let declared = content_type(req.headers());
-    let bytes = match declared.as_deref().map(canonical) {
+    let bytes = match declared.as_deref() {
         Some("multipart/form-data") => form_file(req, limit).await?,
-        Some(t) if PHOTO_TYPES.contains(&t) => read_limited(req.into_body(), limit, what).await?,
+        Some(t) if photo_kind(t).is_some() => read_limited(req.into_body(), limit, what).await?,
         Some(t) => return Err(not_a_photo(&format!("a {t} body"))),
         None => return Err(not_a_photo("a body without a Content-Type")),
     };
     if bytes.is_empty() {
         return Err(ApiError::bad_request("the photo is empty"));
     }
-    if sniff_photo(&bytes).is_none() {
+    if Media::sniff_photo(&bytes).is_none() {
         return Err(ApiError::unsupported_media(
             "this file is not a photo we can read: send a JPEG, PNG or WebP image",
         ));
@@ -156,8 +130,7 @@ async fn form_file(req: Request, limit: usize) -> Result<Bytes, ApiError> {
             continue;
         }
         if let Some(t) = field.content_type().map(essence) {
-            let t = canonical(&t);
-            if !PHOTO_TYPES.contains(&t) && t != "application/octet-stream" {
+            if photo_kind(&t).is_none() && t != "application/octet-stream" {
                 return Err(not_a_photo(&format!("a form file of type {t}")));
             }
         }
@@ -182,12 +155,8 @@ mod tests {
     #[test]
     fn types_and_magic() {
         assert_eq!(essence("Image/JPEG; charset=binary"), "image/jpeg");
-        assert_eq!(canonical("image/jpg"), "image/jpeg");
-        assert_eq!(sniff_photo(&[0xFF, 0xD8, 0xFF, 0xE0]), Some("image/jpeg"));
-        assert_eq!(sniff_photo(b"\x89PNG\r\n\x1a\n...."), Some("image/png"));
-        assert_eq!(sniff_photo(b"RIFF\0\0\0\0WEBPVP8 "), Some("image/webp"));
-        assert_eq!(sniff_photo(b"GIF89a"), None);
-        assert_eq!(sniff_photo(b""), None);
+        assert_eq!(photo_kind("image/jpg"), Some(Media::Jpeg));
+        assert_eq!(photo_kind("video/mp4"), None);
         assert_eq!(human_bytes(10 * 1024 * 1024), "10 MB");
         assert_eq!(human_bytes(1536 * 1024), "1.5 MB");
     }

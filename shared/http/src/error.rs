@@ -10,7 +10,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
-use twin_app::system::SystemError;
+use twin_app::Error as AppError;
 
 /// What a caller is told when something failed on the server's side.
 pub const INTERNAL_MESSAGE: &str =
@@ -93,19 +93,19 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl From<SystemError> for ApiError {
-    fn from(e: SystemError) -> Self {
+impl From<AppError> for ApiError {
+    fn from(e: AppError) -> Self {
         match e {
-            SystemError::UnsupportedMedia(m) => ApiError::unsupported_media(m),
-            SystemError::TooLarge(m) => ApiError::too_large(m),
-            SystemError::NoFace(m) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "no_face", m),
-            SystemError::BadImage(m) => {
+            AppError::UnsupportedMedia(m) => ApiError::unsupported_media(m),
+            AppError::TooLarge(m) => ApiError::too_large(m),
+            AppError::NoFace(m) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "no_face", m),
+            AppError::BadImage(m) => {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "bad_image", m)
             }
-            SystemError::BadInput(m) => ApiError::bad_request(m),
-            SystemError::NotFound(m) => ApiError::not_found(m),
-            SystemError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
-            SystemError::Internal(m) => ApiError::internal(m),
+            AppError::BadInput(m) => ApiError::bad_request(m),
+            AppError::NotFound(m) => ApiError::not_found(m),
+            AppError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
+            AppError::Internal(m) => ApiError::internal(m),
         }
     }
 }
@@ -167,16 +167,16 @@ mod tests {
     fn system_errors_map_to_statuses() {
         let cases = [
             (
-                SystemError::UnsupportedMedia("x".into()),
+                AppError::UnsupportedMedia("x".into()),
                 415,
                 "unsupported_media_type",
             ),
-            (SystemError::TooLarge("x".into()), 413, "too_large"),
-            (SystemError::NoFace("x".into()), 422, "no_face"),
-            (SystemError::BadImage("x".into()), 422, "bad_image"),
-            (SystemError::BadInput("x".into()), 400, "bad_request"),
-            (SystemError::NotFound("x".into()), 404, "not_found"),
-            (SystemError::Conflict("x".into()), 409, "conflict"),
+            (AppError::TooLarge("x".into()), 413, "too_large"),
+            (AppError::NoFace("x".into()), 422, "no_face"),
+            (AppError::BadImage("x".into()), 422, "bad_image"),
+            (AppError::BadInput("x".into()), 400, "bad_request"),
+            (AppError::NotFound("x".into()), 404, "not_found"),
+            (AppError::Conflict("x".into()), 409, "conflict"),
         ];
         for (e, status, code) in cases {
             let a = ApiError::from(e);
@@ -189,7 +189,7 @@ mod tests {
 
     #[test]
     fn internal_text_is_not_shown() {
-        let a = ApiError::from(SystemError::Internal(
+        let a = ApiError::from(AppError::Internal(
             "open /secret/path/dataset/CURRENT: permission denied".into(),
         ));
         assert_eq!(a.status, StatusCode::INTERNAL_SERVER_ERROR);

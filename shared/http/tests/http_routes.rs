@@ -17,21 +17,14 @@ use axum::http::{header, HeaderMap, Method, Request, StatusCode};
 use axum::Router;
 use serde_json::Value;
 use tower::ServiceExt;
-use twin_http::{router_with, HttpConfig};
-use twin_app::system::{System, SystemConfig};
+use twin_app::local::{Local, LocalConfig};
+use twin_http::{router, Api, HttpConfig, Uploads};
 
 const KEY: &str = "test-key-0123456789";
 const IDENTITIES: [&str; 3] = ["Barack_Obama", "Simon_Cowell", "Tina_Fey"];
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
 fn shared_data(rel: &str) -> PathBuf {
-    let p = root().join("../shared/data").join(rel);
+    let p = twin_tests::data_dir().join(rel);
     assert!(p.exists(), "test data {} is missing", p.display());
     p
 }
@@ -41,7 +34,7 @@ fn media(name: &str) -> Vec<u8> {
 }
 
 fn models() -> PathBuf {
-    let d = twin_model::paths::models_dir();
+    let d = twin_tests::models_dir();
     for f in ["shape_predictor_5_face_landmarks.dat", "backbone.onnx"] {
         assert!(
             d.join(f).is_file(),
@@ -52,12 +45,12 @@ fn models() -> PathBuf {
     d
 }
 
-fn config(data: &Path) -> SystemConfig {
-    SystemConfig::new(data.to_path_buf(), models(), 1)
+fn config(data: &Path) -> LocalConfig {
+    LocalConfig::new(data.to_path_buf(), models(), 1)
 }
 
 /// Imports four photos of each of [`IDENTITIES`] into the system.
-fn import_small_gallery(sys: &System, scratch: &Path) {
+fn import_small_gallery(sys: &Local, scratch: &Path) {
     let faces = scratch.join("faces");
     for who in IDENTITIES {
         let src = shared_data("faces").join(who);
@@ -67,32 +60,33 @@ fn import_small_gallery(sys: &System, scratch: &Path) {
             std::fs::copy(src.join(format!("{n}.jpg")), dst.join(format!("{n}.jpg"))).unwrap();
         }
     }
-    let summary = sys.import_folder(&faces, &|_, _| {}).unwrap();
+    let summary = sys.import.folder(&faces, &|_, _| {}).unwrap();
     assert_eq!(summary.identities, IDENTITIES.len());
 }
 
 /// The shared, read-only system: a gallery of three people.
-fn shared() -> &'static (PathBuf, Arc<System>) {
-    static SHARED: OnceLock<(PathBuf, Arc<System>)> = OnceLock::new();
+fn shared() -> &'static (PathBuf, Arc<Local>) {
+    static SHARED: OnceLock<(PathBuf, Arc<Local>)> = OnceLock::new();
     SHARED.get_or_init(|| {
         let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("http_routes_shared");
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let data = dir.join("data");
-        let sys = System::open(config(&data)).unwrap();
+        let sys = Local::open(config(&data)).unwrap();
         import_small_gallery(&sys, &dir);
         (data, sys)
     })
 }
 
-fn app(sys: &Arc<System>) -> Router {
-    router_with(
-        sys.clone(),
-        HttpConfig {
-            api_key: Some(KEY.into()),
-            ..HttpConfig::default()
-        },
-    )
+/// The local host's uploads, writes refused without a key.
+fn http_config(sys: &Arc<Local>) -> HttpConfig {
+    HttpConfig::new(Uploads::Here(sys.clone()))
+}
+
+fn app(sys: &Arc<Local>) -> Router {
+    let mut config = http_config(sys);
+    config.api_key = Some(KEY.into());
+    router(Api::local(sys), config)
 }
 
 /// Every file (with its bytes) and folder under `dir`.
@@ -644,7 +638,7 @@ async fn refusals_change_nothing() {
     )
     .await
     .error(401, "unauthorized");
-    let keyless = router_with(sys.clone(), HttpConfig::default());
+    let keyless = router(Api::local(sys), http_config(sys));
     let m = send(&keyless, keyed(enroll(), KEY))
         .await
         .error(401, "unauthorized");
@@ -722,13 +716,9 @@ async fn refusals_change_nothing() {
     )
     .await
     .error(415, "unsupported_media_type");
-    let open = router_with(
-        sys.clone(),
-        HttpConfig {
-            allow_writes_without_key: true,
-            ..HttpConfig::default()
-        },
-    );
+    let mut open_config = http_config(sys);
+    open_config.allow_writes_without_key = true;
+    let open = router(Api::local(sys), open_config);
     send(
         &open,
         with_body(
@@ -784,7 +774,7 @@ async fn until_indexed(app: &Router, status_url: &str) -> Value {
 #[tokio::test]
 async fn enroll_match_erase() {
     let dir = tempfile::tempdir().unwrap();
-    let sys = System::open(config(dir.path())).unwrap();
+    let sys = Local::open(config(dir.path())).unwrap();
     let app = app(&sys);
 
     // Start an enrollment.

@@ -11,13 +11,14 @@ use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
 use serde_json::Value;
 use tower::ServiceExt;
+use twin_app::local::{Local, LocalConfig};
+use twin_core::keys::model_key;
+use twin_core::store::{Condition, LocalStore, ObjectStore};
+use twin_http::{router, Api, HttpConfig, Uploads};
 use twin_model::chip::CHIP_SIZE;
 use twin_model::embed::{ChipBatch, Embedder, EmbedderOptions};
-use twin_http::{router_with, HttpConfig};
-use twin_model::models::{self, model_key};
+use twin_model::models;
 use twin_model::onnx::head::read_head;
-use twin_core::store::{Condition, LocalStore, ObjectStore};
-use twin_app::system::{System, SystemConfig};
 use twin_model::train::{self, TrainOptions};
 
 const SETUP_HINT: &str = "run scripts/setup (it installs ONNX Runtime and the models)";
@@ -31,9 +32,7 @@ const PEOPLE: [&str; 6] = [
 ];
 
 fn shared_data(rel: &str) -> PathBuf {
-    let p = twin_model::paths::repo_root()
-        .join("../shared/data")
-        .join(rel);
+    let p = twin_tests::data_dir().join(rel);
     assert!(
         p.exists(),
         "{} is missing (../shared beside the repo)",
@@ -43,9 +42,9 @@ fn shared_data(rel: &str) -> PathBuf {
 }
 
 fn models_dir() -> PathBuf {
-    let d = twin_model::paths::models_dir();
+    let d = twin_tests::models_dir();
     assert!(
-        d.join(twin_model::paths::BACKBONE_FILE).is_file(),
+        d.join(twin_core::paths::BACKBONE_FILE).is_file(),
         "{} has no backbone; {SETUP_HINT}",
         d.display()
     );
@@ -53,24 +52,24 @@ fn models_dir() -> PathBuf {
 }
 
 fn backbone() -> Vec<u8> {
-    std::fs::read(models_dir().join(twin_model::paths::BACKBONE_FILE)).expect(SETUP_HINT)
+    std::fs::read(models_dir().join(twin_core::paths::BACKBONE_FILE)).expect(SETUP_HINT)
 }
 
 /// A data folder with six identities of `../shared/data/faces` imported.
-fn gallery(dir: &Path, poll: Duration) -> Arc<System> {
+fn gallery(dir: &Path, poll: Duration) -> Arc<Local> {
     let faces = dir.join("faces");
     std::fs::create_dir_all(&faces).unwrap();
     for p in PEOPLE {
         std::os::unix::fs::symlink(shared_data(&format!("faces/{p}")), faces.join(p)).unwrap();
     }
-    let mut config = SystemConfig::new(dir.join("data"), models_dir(), 1);
+    let mut config = LocalConfig::new(dir.join("data"), models_dir(), 1);
     config.model_poll = poll;
-    let sys = System::open_inline(config.clone()).expect(SETUP_HINT);
-    let summary = sys.import_folder(&faces, &|_, _| {}).unwrap();
+    let sys = Local::open_inline(&config).expect(SETUP_HINT);
+    let summary = sys.import.folder(&faces, &|_, _| {}).unwrap();
     assert_eq!(summary.identities, PEOPLE.len());
     assert!(summary.imported >= 110, "{summary:?}");
     drop(sys);
-    System::open(config).expect(SETUP_HINT)
+    Local::open(config).expect(SETUP_HINT)
 }
 
 fn options(seed: u64) -> TrainOptions {
@@ -94,7 +93,7 @@ fn composed_model_equals_backbone_and_rust_head() {
     assert!(m.model.top1 > 0.8 && m.baseline.top1 > 0.8, "{m:?}");
     assert_eq!(
         m.promoted,
-        models::gate(&m.model, &m.baseline, None).0,
+        models::gate(&m.model, &m.baseline, None).promotes(),
         "the decision follows from the numbers"
     );
     let labels = models::read_labels(&store, 1).unwrap();
@@ -108,7 +107,7 @@ fn composed_model_equals_backbone_and_rust_head() {
     std::fs::write(&model_file, &model_bytes).unwrap();
     let opts = EmbedderOptions { threads: 1 };
     let composed = Embedder::open(&model_file, &opts).unwrap();
-    let base = Embedder::open(&models_dir().join(twin_model::paths::BACKBONE_FILE), &opts).unwrap();
+    let base = Embedder::open(&models_dir().join(twin_core::paths::BACKBONE_FILE), &opts).unwrap();
     assert_eq!(composed.classes(), Some(PEOPLE.len()));
     assert_eq!(base.classes(), None);
     let mut batch = ChipBatch::new();
@@ -210,13 +209,9 @@ async fn server_reloads_models_keeps_serving_on_a_corrupt_one_and_forgets_the_er
         .put(&model_key(2), &good[..good.len() / 2], Condition::None)
         .unwrap();
 
-    let app = router_with(
-        sys.clone(),
-        HttpConfig {
-            api_key: Some("k".into()),
-            ..Default::default()
-        },
-    );
+    let mut config = HttpConfig::new(Uploads::Here(sys.clone()));
+    config.api_key = Some("k".into());
+    let app = router(Api::local(&sys), config);
     // Promotion through the API needs the key.
     let promote = |n: u64, key: Option<&str>| {
         let mut b = Request::builder()
@@ -246,12 +241,13 @@ async fn server_reloads_models_keeps_serving_on_a_corrupt_one_and_forgets_the_er
     // CURRENT → the damaged version 2 (written behind the server's back, as another process
     // would): the server notices, fails to load it, keeps answering with 1 and says why.
     store
-        .put(models::MODELS_CURRENT, b"2", Condition::None)
+        .put(twin_core::keys::MODELS_CURRENT, b"2", Condition::None)
         .unwrap();
     let s = sys.clone();
     tokio::task::spawn_blocking(move || {
         wait_for("the load failure", || {
-            s.models()
+            s.models
+                .models()
                 .unwrap()
                 .load_error
                 .is_some_and(|e| e.version == 2)
@@ -285,10 +281,10 @@ async fn server_reloads_models_keeps_serving_on_a_corrupt_one_and_forgets_the_er
     // CURRENT → the good version 3: picked up, the failure cleared.
     let started = Instant::now();
     store
-        .put(models::MODELS_CURRENT, b"3", Condition::None)
+        .put(twin_core::keys::MODELS_CURRENT, b"3", Condition::None)
         .unwrap();
     let s = sys.clone();
-    tokio::task::spawn_blocking(move || wait_for("model 3", || s.serving_version() == Some(3)))
+    tokio::task::spawn_blocking(move || wait_for("model 3", || s.models.version() == Some(3)))
         .await
         .unwrap();
     let (_, body) = call(&app, match_request()).await;
@@ -297,7 +293,7 @@ async fn server_reloads_models_keeps_serving_on_a_corrupt_one_and_forgets_the_er
         started.elapsed().as_secs_f64() * 1000.0
     );
     assert_eq!(body["model_version"], 3, "{body}");
-    assert!(sys.models().unwrap().load_error.is_none());
+    assert!(sys.models.models().unwrap().load_error.is_none());
 
     // Erase Obama: the head still has a column for him, the answer never names him.
     let (status, _) = call(

@@ -2,7 +2,7 @@
 //!
 //! One session is built once from a model file, with an explicit thread count, and reused for
 //! every batch; a batch is one contiguous `[N, 3, 150, 150]` buffer ([`ChipBatch`]). ONNX
-//! Runtime itself is a shared library loaded at run time (see [`crate::paths::ort_library`]),
+//! Runtime itself is a shared library loaded at run time (a host names it to [`init_runtime`]; otherwise it is looked for beside the executable),
 //! once per process. No `ort` type appears in this module's public API.
 
 use std::path::{Path, PathBuf};
@@ -130,11 +130,7 @@ pub struct Embeddings {
 impl Embeddings {
     /// Number of rows.
     pub fn len(&self) -> usize {
-        if self.dim == 0 {
-            0
-        } else {
-            self.data.len() / self.dim
-        }
+        self.data.len().checked_div(self.dim).unwrap_or(0)
     }
 
     /// True when there is no row.
@@ -156,12 +152,13 @@ impl Embeddings {
 /// The process-wide ONNX Runtime environment (ONNX Runtime allows one per process).
 static RUNTIME: OnceLock<Result<ort::environment::Environment, String>> = OnceLock::new();
 
-/// Loads ONNX Runtime from `library` (or the default location) once per process.
+/// Loads ONNX Runtime from `library` (or, without one, from `vendor/onnxruntime/` beside the
+/// executable) once per process.
 /// Later calls return the first result whatever library they name.
 pub fn init_runtime(library: Option<&Path>) -> Result<(), EmbedError> {
     let path = match library
         .map(Path::to_path_buf)
-        .or_else(crate::paths::ort_library)
+        .or_else(twin_core::paths::ort_library_beside_exe)
     {
         Some(p) => p,
         None => {
@@ -338,7 +335,7 @@ impl Embedder {
         let shape = [n as i64, 3, CHIP_SIZE as i64, CHIP_SIZE as i64];
         let input =
             ort::value::TensorRef::from_array_view((shape, batch.as_slice())).map_err(run)?;
-        let mut session = self.session.lock().unwrap_or_else(|p| p.into_inner());
+        let mut session = twin_core::sync::lock(&self.session);
         let outputs = session
             .run(ort::inputs![INPUT_NAME => input])
             .map_err(run)?;
@@ -465,7 +462,7 @@ impl ScoreMapEngine {
         let run = |e: ort::Error| EmbedError::Run(e.to_string());
         let shape = [1i64, 3, height as i64, width as i64];
         let input = ort::value::TensorRef::from_array_view((shape, planes)).map_err(run)?;
-        let mut session = self.session.lock().unwrap_or_else(|p| p.into_inner());
+        let mut session = twin_core::sync::lock(&self.session);
         let outputs = session
             .run(ort::inputs![self.input.as_str() => input])
             .map_err(run)?;

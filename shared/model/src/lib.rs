@@ -9,5 +9,4 @@ pub mod embed;
 pub mod eval;
 pub mod models;
 pub mod onnx;
-pub mod paths;
 pub mod train;

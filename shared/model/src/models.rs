@@ -14,30 +14,16 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use twin_core::dataset::{self, DatasetError};
 use crate::onnx::head::{self, HeadError};
-use twin_core::store::{Condition, ObjectStore, StoreError};
 use crate::train::{self, Accuracy, HeldBack, Label, TrainOptions};
+use twin_core::dataset::{self, DatasetError};
+use twin_core::keys::{
+    labels_key, metrics_key, model_dir, model_key, model_version_of, MODELS, MODELS_CURRENT,
+};
+use twin_core::store::{Condition, ObjectStore, StoreError};
 
-/// The promoted model's pointer.
-pub const MODELS_CURRENT: &str = "models/CURRENT";
-/// Where `twin model publish` puts the imported backbone.
-pub const BASE_BACKBONE: &str = "models/base/backbone.onnx";
 /// Format version of `labels.json` and `metrics.json`.
 pub const MODEL_FORMAT: u32 = 1;
-
-/// `models/<n>/model.onnx`.
-pub fn model_key(n: u64) -> String {
-    format!("models/{n}/model.onnx")
-}
-/// `models/<n>/labels.json`.
-pub fn labels_key(n: u64) -> String {
-    format!("models/{n}/labels.json")
-}
-/// `models/<n>/metrics.json`.
-pub fn metrics_key(n: u64) -> String {
-    format!("models/{n}/metrics.json")
-}
 
 /// What can stop training or promotion.
 #[derive(Debug, thiserror::Error)]
@@ -181,9 +167,9 @@ pub fn list(store: &dyn ObjectStore) -> Result<Vec<ModelVersion>, ModelError> {
 /// The version numbers under `models/`, newest first (from the keys alone).
 fn versions(store: &dyn ObjectStore) -> Result<Vec<u64>, ModelError> {
     let mut versions: Vec<u64> = store
-        .list("models/")?
+        .list(MODELS)?
         .iter()
-        .filter_map(|k| k.strip_prefix("models/")?.split('/').next()?.parse().ok())
+        .filter_map(|k| model_version_of(k))
         .collect();
     versions.sort_unstable();
     versions.dedup();
@@ -214,7 +200,7 @@ pub fn read_labels(store: &dyn ObjectStore, n: u64) -> Result<Labels, ModelError
 pub fn promote(store: &dyn ObjectStore, n: u64) -> Result<(), ModelError> {
     // Listed, not read: the model is backbone-sized.
     let model = model_key(n);
-    if read_metrics(store, n)?.is_none() || !store.list(&format!("models/{n}/"))?.contains(&model) {
+    if read_metrics(store, n)?.is_none() || !store.list(&model_dir(n))?.contains(&model) {
         return Err(ModelError::NotFound(format!(
             "there is no complete model {n}"
         )));
@@ -278,7 +264,7 @@ pub fn train_and_gate(
             }),
         None => None,
     };
-    let (promote_it, reason) = gate(&model, &baseline, previous.as_ref());
+    let decision = gate(&model, &baseline, previous.as_ref());
 
     let n = claim_version(store, &split.labels, snapshot.manifest.version)?;
     let composed = head::compose(
@@ -323,10 +309,10 @@ pub fn train_and_gate(
         previous,
         held_back: split.held_back.clone(),
         promoted: false,
-        reason,
+        reason: decision.reason().to_string(),
         options: options.clone(),
     };
-    if promote_it {
+    if decision.promotes() {
         let cond = match &before {
             Some((_, tag)) => Condition::IfMatch(tag.clone()),
             None => Condition::IfAbsent,
@@ -362,41 +348,58 @@ pub fn train_and_gate(
     Ok(TrainOutcome { metrics })
 }
 
+/// What the gate decided, and why (the reason is written to `metrics.json`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GateDecision {
+    /// The new model serves.
+    Promote(String),
+    /// The serving model stays.
+    Keep(String),
+}
+
+impl GateDecision {
+    /// Whether the new model is promoted.
+    pub fn promotes(&self) -> bool {
+        matches!(self, GateDecision::Promote(_))
+    }
+
+    /// Why.
+    pub fn reason(&self) -> &str {
+        match self {
+            GateDecision::Promote(r) | GateDecision::Keep(r) => r,
+        }
+    }
+}
+
 /// The gate: promote when the new head's top-1 is not below the serving model's and beats the
 /// baseline (a higher top-1, or the same top-1 with a higher top-5).
 pub fn gate(
     model: &Accuracy,
     baseline: &Accuracy,
     previous: Option<&PreviousMetrics>,
-) -> (bool, String) {
+) -> GateDecision {
     let pct = |x: f64| format!("{:.2} %", 100.0 * x);
     if let Some(p) = previous {
         if p.new_model.top1 < p.held_out.top1 {
-            return (
-                false,
-                format!(
-                    "on the {} held-out crops the serving model {} did not train on, top-1 {} is below its {}",
-                    p.held_out.n,
-                    p.version,
-                    pct(p.new_model.top1),
-                    pct(p.held_out.top1)
-                ),
-            );
+            return GateDecision::Keep(format!(
+                "on the {} held-out crops the serving model {} did not train on, top-1 {} is below its {}",
+                p.held_out.n,
+                p.version,
+                pct(p.new_model.top1),
+                pct(p.held_out.top1)
+            ));
         }
     }
     let beats =
         model.top1 > baseline.top1 || (model.top1 == baseline.top1 && model.top5 > baseline.top5);
     if !beats {
-        return (
-            false,
-            format!(
-                "held-out top-1/top-5 {}/{} does not beat the untrained gallery's {}/{}",
-                pct(model.top1),
-                pct(model.top5),
-                pct(baseline.top1),
-                pct(baseline.top5)
-            ),
-        );
+        return GateDecision::Keep(format!(
+            "held-out top-1/top-5 {}/{} does not beat the untrained gallery's {}/{}",
+            pct(model.top1),
+            pct(model.top5),
+            pct(baseline.top1),
+            pct(baseline.top5)
+        ));
     }
     let prev = previous
         .map(|p| {
@@ -409,14 +412,11 @@ pub fn gate(
             )
         })
         .unwrap_or_default();
-    (
-        true,
-        format!(
-            "held-out top-1 {} (baseline {}{prev})",
-            pct(model.top1),
-            pct(baseline.top1)
-        ),
-    )
+    GateDecision::Promote(format!(
+        "held-out top-1 {} (baseline {}{prev})",
+        pct(model.top1),
+        pct(baseline.top1)
+    ))
 }
 
 /// The serving model's head and the crops it trained on, if they can be read (a damaged model
@@ -483,19 +483,23 @@ mod tests {
 
     #[test]
     fn gate_decisions() {
-        assert!(gate(&acc(0.97, 1.0), &acc(0.95, 1.0), None).0);
-        assert!(gate(&acc(0.95, 0.99), &acc(0.95, 0.98), None).0);
-        let (ok, why) = gate(&acc(0.95, 1.0), &acc(0.95, 1.0), None);
-        assert!(!ok);
-        assert!(why.contains("does not beat"), "{why}");
+        assert!(gate(&acc(0.97, 1.0), &acc(0.95, 1.0), None).promotes());
+        assert!(gate(&acc(0.95, 0.99), &acc(0.95, 0.98), None).promotes());
+        let d = gate(&acc(0.95, 1.0), &acc(0.95, 1.0), None);
+        assert!(
+            matches!(&d, GateDecision::Keep(why) if why.contains("does not beat")),
+            "{d:?}"
+        );
         let prev = |new: f64| PreviousMetrics {
             version: 3,
             held_out: acc(0.98, 1.0),
             new_model: acc(new, 1.0),
         };
-        let (ok, why) = gate(&acc(0.99, 1.0), &acc(0.90, 1.0), Some(&prev(0.97)));
-        assert!(!ok);
-        assert!(why.contains("serving model 3"), "{why}");
-        assert!(gate(&acc(0.95, 1.0), &acc(0.90, 1.0), Some(&prev(0.98))).0);
+        let d = gate(&acc(0.99, 1.0), &acc(0.90, 1.0), Some(&prev(0.97)));
+        assert!(
+            matches!(&d, GateDecision::Keep(why) if why.contains("serving model 3")),
+            "{d:?}"
+        );
+        assert!(gate(&acc(0.95, 1.0), &acc(0.90, 1.0), Some(&prev(0.98))).promotes());
     }
 }

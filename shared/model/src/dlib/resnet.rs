@@ -179,7 +179,7 @@ pub fn parse(bytes: &[u8]) -> Result<FaceResnet, ResnetError> {
                 },
             )
         },
-        |r, st| read_fc(r, st),
+        read_fc,
     )?;
     r.finish("the network file")?;
     Ok(assemble(st, loss_margin, distance_threshold))

@@ -1,0 +1,221 @@
+//! The gallery as this process serves it: the current dataset version loaded for search, the
+//! people being erased (hidden at once, before their erasure commits), gallery pages and crops,
+//! and the one writer of dataset versions in this process.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, RwLock};
+
+use serde::Serialize;
+use twin_core::dataset::{self, Update};
+use twin_core::gallery::Gallery;
+use twin_core::keys;
+use twin_core::store::ObjectStore;
+use twin_core::sync;
+
+use crate::error::{Error, Result};
+
+/// One identity of the gallery.
+#[derive(Debug, Clone, Serialize)]
+pub struct IdentityInfo {
+    /// Its slug.
+    pub slug: String,
+    /// Its name.
+    pub display_name: String,
+    /// Number of crops.
+    pub crops: usize,
+    /// A crop to show.
+    pub picture: Option<String>,
+}
+
+impl From<dataset::Identity> for IdentityInfo {
+    fn from(i: dataset::Identity) -> Self {
+        IdentityInfo {
+            picture: i.crops.first().cloned(),
+            crops: i.crops.len(),
+            slug: i.slug,
+            display_name: i.display_name,
+        }
+    }
+}
+
+/// A page of the gallery.
+#[derive(Debug, Clone, Serialize)]
+pub struct IdentityPage {
+    /// Identities in all.
+    pub total: usize,
+    /// Index of the first on this page.
+    pub offset: usize,
+    /// This page.
+    pub identities: Vec<IdentityInfo>,
+}
+
+/// Commits dataset versions for this process, one at a time (other processes are kept apart by
+/// the conditional write of `dataset/CURRENT`).
+pub struct DatasetWriter {
+    store: Arc<dyn ObjectStore>,
+    lock: Mutex<()>,
+}
+
+impl DatasetWriter {
+    /// A writer over `store`.
+    pub fn new(store: Arc<dyn ObjectStore>) -> Self {
+        DatasetWriter {
+            store,
+            lock: Mutex::new(()),
+        }
+    }
+
+    /// Commits `updates` on the current version (embeddings of `dim` values); returns the version
+    /// now current.
+    pub fn commit(&self, dim: usize, updates: &[Update]) -> Result<u64> {
+        let _g = sync::lock(&self.lock);
+        Ok(dataset::commit(&*self.store, dim, updates)?)
+    }
+}
+
+/// The gallery served by this process.
+pub struct GalleryView {
+    store: Arc<dyn ObjectStore>,
+    current: RwLock<Arc<Gallery>>,
+    /// People being erased: never shown or matched, even before the erasure commits.
+    hidden: RwLock<HashSet<String>>,
+}
+
+impl GalleryView {
+    /// Loads the current dataset version.
+    pub fn load(store: Arc<dyn ObjectStore>) -> Result<Self> {
+        let view = GalleryView {
+            store,
+            current: RwLock::new(Arc::new(Gallery::default())),
+            hidden: RwLock::new(HashSet::new()),
+        };
+        view.refresh()?;
+        Ok(view)
+    }
+
+    /// The gallery searched now.
+    pub fn current(&self) -> Arc<Gallery> {
+        sync::read(&self.current).clone()
+    }
+
+    /// The dataset version searched now (0: none yet).
+    pub fn version(&self) -> u64 {
+        self.current().version()
+    }
+
+    /// Loads the current dataset version; returns it.
+    pub fn refresh(&self) -> Result<u64> {
+        let g = match dataset::load_current(&*self.store)? {
+            Some(s) => Gallery::from_snapshot(s),
+            None => Gallery::default(),
+        };
+        let v = g.version();
+        *sync::write(&self.current) = Arc::new(g);
+        Ok(v)
+    }
+
+    /// Reloads when `dataset/CURRENT` moved (another process committed); errors are logged.
+    pub fn refresh_if_moved(&self) {
+        let current = match self.store.get(keys::DATASET_CURRENT) {
+            Ok(Some(o)) => String::from_utf8_lossy(&o.data).trim().parse::<u64>().ok(),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read dataset/CURRENT");
+                return;
+            }
+        };
+        if current.is_some_and(|v| v != self.version()) {
+            if let Err(e) = self.refresh() {
+                tracing::error!(error = %e, "cannot load the new dataset version");
+            }
+        }
+    }
+
+    /// Reloads when `version` is newer than the one served (someone was just indexed in it).
+    pub fn catch_up(&self, version: u64) -> Result<()> {
+        if version > self.version() {
+            self.refresh()?;
+        }
+        Ok(())
+    }
+
+    /// The people hidden now.
+    pub fn hidden(&self) -> HashSet<String> {
+        sync::read(&self.hidden).clone()
+    }
+
+    /// Whether `slug` is hidden now.
+    pub fn is_hidden(&self, slug: &str) -> bool {
+        sync::read(&self.hidden).contains(slug)
+    }
+
+    /// Hides `slug` until the guard is dropped.
+    pub fn hide(&self, slug: &str) -> Hidden<'_> {
+        sync::write(&self.hidden).insert(slug.to_string());
+        Hidden {
+            view: self,
+            slug: slug.to_string(),
+        }
+    }
+
+    /// A page of the gallery, by slug (`limit` between 1 and 500).
+    pub fn identities(&self, offset: usize, limit: usize) -> Result<IdentityPage> {
+        let manifest = dataset::load_current_manifest(&*self.store)?;
+        let hidden = self.hidden();
+        let all: Vec<IdentityInfo> = manifest
+            .map(|m| m.identities)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|i| !hidden.contains(&i.slug))
+            .map(IdentityInfo::from)
+            .collect();
+        let total = all.len();
+        let identities = all
+            .into_iter()
+            .skip(offset)
+            .take(limit.clamp(1, 500))
+            .collect();
+        Ok(IdentityPage {
+            total,
+            offset,
+            identities,
+        })
+    }
+
+    /// One identity.
+    pub fn identity(&self, slug: &str) -> Result<IdentityInfo> {
+        let not_found = || Error::NotFound(format!("no identity {slug:?} in the gallery"));
+        twin_core::names::check_slug(slug).map_err(|_| not_found())?;
+        if self.is_hidden(slug) {
+            return Err(not_found());
+        }
+        let manifest = dataset::load_current_manifest(&*self.store)?.ok_or_else(not_found)?;
+        manifest
+            .identity(slug)
+            .cloned()
+            .map(IdentityInfo::from)
+            .ok_or_else(not_found)
+    }
+
+    /// The PNG bytes of a crop (not of a hidden person).
+    pub fn crop(&self, key: &str) -> Result<Vec<u8>> {
+        let nf = || Error::NotFound("no such picture".into());
+        let owner = keys::crop_owner(key).ok_or_else(nf)?;
+        if twin_core::store::check_key(key).is_err() || self.is_hidden(owner) {
+            return Err(nf());
+        }
+        Ok(self.store.get(key)?.ok_or_else(nf)?.data)
+    }
+}
+
+/// A person hidden from the gallery while the guard lives.
+pub struct Hidden<'a> {
+    view: &'a GalleryView,
+    slug: String,
+}
+
+impl Drop for Hidden<'_> {
+    fn drop(&mut self) {
+        sync::write(&self.view.hidden).remove(&self.slug);
+    }
+}

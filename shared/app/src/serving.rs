@@ -1,0 +1,277 @@
+//! Model serving: the model that answers matches (the backbone alone, or the promoted trained
+//! model), hot reload when `models/CURRENT` moves, the self-check a new model must pass before
+//! it serves, and promotion. A model that fails to load or to pass leaves the previous one
+//! serving; the failure is reported and not retried until `models/CURRENT` changes.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::{Arc, Mutex, RwLock};
+
+use image::RgbImage;
+use serde::Serialize;
+use twin_core::keys;
+use twin_core::store::ObjectStore;
+use twin_core::sync;
+use twin_model::embed::{ChipBatch, Embedder, EmbedderOptions};
+use twin_model::models;
+
+use crate::error::Result;
+
+/// Largest difference allowed between a new model's embedding and the backbone's on the
+/// self-check chip (the composed graph runs the same backbone).
+const SELF_CHECK_TOLERANCE: f32 = 1e-3;
+
+/// The models serving.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelsInfo {
+    /// The model answering matches: `backbone` or `model <n>`.
+    pub current: String,
+    /// The trained version answering matches, if any.
+    pub serving_version: Option<u64>,
+    /// The version `models/CURRENT` points at, if any.
+    pub promoted_version: Option<u64>,
+    /// The last model that failed to load, and why (the previous one kept serving).
+    pub load_error: Option<ModelLoadError>,
+    /// Trained versions, newest first (none until the training job runs).
+    pub versions: Vec<models::ModelVersion>,
+}
+
+/// A model that could not be served.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ModelLoadError {
+    /// The version `models/CURRENT` pointed at.
+    pub version: u64,
+    /// What went wrong.
+    pub error: String,
+}
+
+/// The model answering matches.
+pub struct Serving {
+    /// The trained version (`None`: the backbone alone).
+    pub version: Option<u64>,
+    /// The `models/CURRENT` tag it was loaded for.
+    tag: Option<String>,
+    /// The composed model (`None`: the backbone).
+    pub engine: Option<Embedder>,
+    /// Column of each slug in `scores`.
+    pub columns: HashMap<String, usize>,
+}
+
+impl Serving {
+    fn backbone() -> Self {
+        Serving {
+            version: None,
+            tag: None,
+            engine: None,
+            columns: HashMap::new(),
+        }
+    }
+
+    /// `backbone` or `model <n>`.
+    pub fn name(&self) -> String {
+        model_name(self.version)
+    }
+}
+
+fn model_name(version: Option<u64>) -> String {
+    match version {
+        Some(n) => format!("model {n}"),
+        None => "backbone".into(),
+    }
+}
+
+/// The serving model and its reloads.
+pub struct ModelServing {
+    store: Arc<dyn ObjectStore>,
+    backbone: Arc<Embedder>,
+    threads: usize,
+    serving: RwLock<Arc<Serving>>,
+    /// The `models/CURRENT` tag that failed, with the error (not retried until it changes).
+    failed: Mutex<Option<(String, ModelLoadError)>>,
+}
+
+impl ModelServing {
+    /// Serving the backbone alone until [`ModelServing::check`] finds a promoted model.
+    pub fn new(store: Arc<dyn ObjectStore>, backbone: Arc<Embedder>, threads: usize) -> Self {
+        ModelServing {
+            store,
+            backbone,
+            threads,
+            serving: RwLock::new(Arc::new(Serving::backbone())),
+            failed: Mutex::new(None),
+        }
+    }
+
+    /// The backbone (embeds faces when no trained model serves).
+    pub fn backbone(&self) -> &Arc<Embedder> {
+        &self.backbone
+    }
+
+    /// The model serving now.
+    pub fn current(&self) -> Arc<Serving> {
+        sync::read(&self.serving).clone()
+    }
+
+    /// The trained model version answering matches (`None`: the backbone alone).
+    pub fn version(&self) -> Option<u64> {
+        self.current().version
+    }
+
+    fn swap(&self, s: Serving) {
+        *sync::write(&self.serving) = Arc::new(s);
+    }
+
+    /// Checks `models/CURRENT` and, when it points somewhere new, loads that model, runs its
+    /// self-check and swaps it in. Returns the version serving afterwards.
+    pub fn check(&self) -> Option<u64> {
+        let serving = self.current();
+        let pointer = match models::current(&*self.store) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read models/CURRENT; the serving model stays");
+                return serving.version;
+            }
+        };
+        let Some((version, tag)) = pointer else {
+            if serving.version.is_some() {
+                tracing::warn!("models/CURRENT was removed: matching with the backbone alone");
+                self.swap(Serving::backbone());
+            }
+            return None;
+        };
+        if serving.tag.as_deref() == Some(tag.as_str()) {
+            return serving.version;
+        }
+        if sync::lock(&self.failed)
+            .as_ref()
+            .is_some_and(|(t, _)| *t == tag)
+        {
+            return serving.version;
+        }
+        let started = std::time::Instant::now();
+        match self.load(version) {
+            Ok((engine, labels)) => {
+                let columns = labels
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, s)| (s, i))
+                    .collect();
+                self.swap(Serving {
+                    version: Some(version),
+                    tag: Some(tag),
+                    engine: Some(engine),
+                    columns,
+                });
+                *sync::lock(&self.failed) = None;
+                tracing::info!(
+                    version,
+                    ms = started.elapsed().as_millis() as u64,
+                    "model loaded and serving"
+                );
+                Some(version)
+            }
+            Err(error) => {
+                tracing::error!(version, %error, serving = ?serving.version, "model failed to load; the previous model keeps serving");
+                *sync::lock(&self.failed) = Some((tag, ModelLoadError { version, error }));
+                serving.version
+            }
+        }
+    }
+
+    /// Loads model `n` and checks it: its `embedding` must equal the backbone's on a test chip,
+    /// and its `scores` must be finite, one per label.
+    fn load(&self, n: u64) -> std::result::Result<(Embedder, Vec<String>), String> {
+        let labels = models::read_labels(&*self.store, n).map_err(|e| e.to_string())?;
+        let key = keys::model_key(n);
+        let bytes = self
+            .store
+            .get(&key)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("{key} is missing"))?;
+        let engine = Embedder::from_bytes(
+            Path::new(&key),
+            &bytes.data,
+            &EmbedderOptions {
+                threads: self.threads,
+            },
+        )
+        .map_err(|e| e.to_string())?;
+        if engine.classes() != Some(labels.labels.len()) {
+            return Err(format!(
+                "the model has {:?} score columns but labels.json lists {} identities",
+                engine.classes(),
+                labels.labels.len()
+            ));
+        }
+        let mut batch = ChipBatch::with_capacity(1);
+        batch.push(&self_check_chip()).map_err(|e| e.to_string())?;
+        let out = engine.embed_scored(&batch).map_err(|e| e.to_string())?;
+        let reference = self.backbone.embed(&batch).map_err(|e| e.to_string())?;
+        let diff = out
+            .embeddings
+            .data
+            .iter()
+            .zip(&reference.data)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        // A NaN difference fails too.
+        let close = diff <= SELF_CHECK_TOLERANCE;
+        if out.embeddings.dim != reference.dim || !close {
+            return Err(format!(
+                "self-check failed: its embedding differs from the backbone's by {diff}"
+            ));
+        }
+        let scores = out.scores.unwrap_or_default();
+        if scores.len() != labels.labels.len() || scores.iter().any(|v| !v.is_finite()) {
+            return Err("self-check failed: its scores are not finite".into());
+        }
+        let slugs: Vec<String> = labels.labels.into_iter().map(|l| l.slug).collect();
+        if slugs.iter().collect::<HashSet<_>>().len() != slugs.len() {
+            return Err("labels.json names an identity twice".into());
+        }
+        Ok((engine, slugs))
+    }
+
+    /// The models serving, promoted and trained.
+    pub fn models(&self) -> Result<ModelsInfo> {
+        let serving = self.version();
+        let load_error = sync::lock(&self.failed).as_ref().map(|(_, e)| e.clone());
+        Ok(ModelsInfo {
+            current: model_name(serving),
+            serving_version: serving,
+            promoted_version: models::current(&*self.store)?.map(|c| c.0),
+            load_error,
+            versions: models::list(&*self.store)?,
+        })
+    }
+
+    /// Points `models/CURRENT` at version `n` (promotion or rollback) and loads it now; the
+    /// answer says what serves afterwards (a model that fails to load leaves the previous one).
+    pub fn promote(&self, n: u64) -> Result<ModelsInfo> {
+        models::promote(&*self.store, n)?;
+        self.check();
+        self.models()
+    }
+}
+
+/// A fixed, face-like test pattern for a new model's self-check (no stored image needed).
+fn self_check_chip() -> RgbImage {
+    let size = twin_model::chip::CHIP_SIZE as u32;
+    RgbImage::from_fn(size, size, |x, y| {
+        let (dx, dy) = (x as f32 - 75.0, y as f32 - 80.0);
+        let face = if dx * dx / 2500.0 + dy * dy / 3600.0 < 1.0 {
+            170.0
+        } else {
+            60.0
+        };
+        let eyes = if ((x as i32 - 50).abs() < 8 || (x as i32 - 100).abs() < 8)
+            && (y as i32 - 65).abs() < 5
+        {
+            -120.0
+        } else {
+            0.0
+        };
+        let v = (face + eyes + (x as f32 * 0.2)).clamp(0.0, 255.0) as u8;
+        image::Rgb([v, (v as f32 * 0.8) as u8, (v as f32 * 0.7) as u8])
+    })
+}
