@@ -9,7 +9,7 @@ use clap::Args;
 use serde::Serialize;
 use twin_faces::pipeline::{cut_chip, FacePipeline, FaceSource, FoundFace, PipelineOptions};
 use twin_model::chip::CHIP_SIZE;
-use twin_model::embed::{ChipBatch, Embedder, EmbedderOptions};
+use twin_model::embed::ChipBatch;
 
 /// One input of a batch: its faces (each with its row in the batch, if it has one), or why it
 /// failed.
@@ -64,13 +64,7 @@ pub fn run(args: EmbedArgs) -> anyhow::Result<ExitCode> {
     if paths.is_empty() {
         bail!("no input: name image files or --list FILE");
     }
-    let model = crate::host::backbone(args.model.clone());
-    let embedder = Embedder::open(
-        &model,
-        &EmbedderOptions {
-            threads: args.threads,
-        },
-    )?;
+    let embedder = crate::host::open_backbone(args.model.clone(), args.threads)?;
     let pipeline = if args.chips {
         None
     } else {

@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use twin_faces::pipeline::{cut_chip, FacePipeline, FaceSource, PipelineOptions};
-use twin_model::embed::{ChipBatch, Embedder, EmbedderOptions};
+use twin_model::embed::ChipBatch;
 use twin_model::eval::{image_path, parse_pairs, verify};
 
 #[derive(Args)]
@@ -38,13 +38,7 @@ pub fn pairs(args: PairsArgs) -> anyhow::Result<ExitCode> {
     let text = std::fs::read_to_string(&args.pairs)
         .with_context(|| format!("cannot read {}", args.pairs.display()))?;
     let pairs = parse_pairs(&text)?;
-    let model = crate::host::backbone(args.model.clone());
-    let embedder = Embedder::open(
-        &model,
-        &EmbedderOptions {
-            threads: args.threads,
-        },
-    )?;
+    let embedder = crate::host::open_backbone(args.model.clone(), args.threads)?;
     let pipeline = FacePipeline::open(&crate::host::models_dir(), &PipelineOptions::default())?;
 
     let mut images: Vec<(String, u32)> = pairs

@@ -58,6 +58,16 @@ pub fn backbone(flag: Option<PathBuf>) -> PathBuf {
         .unwrap_or_else(|| runtime().backbone())
 }
 
+/// The backbone (`flag`, else as [`backbone`] finds it) opened with `threads` threads.
+pub fn open_backbone(
+    flag: Option<PathBuf>,
+    threads: usize,
+) -> anyhow::Result<twin_model::embed::Embedder> {
+    let model = backbone(flag);
+    twin_model::embed::Embedder::open(&model, &twin_model::embed::EmbedderOptions { threads })
+        .with_context(|| format!("cannot open the backbone {}", model.display()))
+}
+
 /// The models folder.
 pub fn models_dir() -> PathBuf {
     runtime().models_dir.clone()

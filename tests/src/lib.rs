@@ -71,9 +71,22 @@ pub fn runtime() -> twin_core::paths::RuntimeFiles {
     files
 }
 
-/// The models folder (see [`runtime`]).
+/// The models folder (see [`runtime`]), with the backbone, the landmark model and the detector
+/// in it. Panics when one is missing.
 pub fn models_dir() -> PathBuf {
-    runtime().models_dir
+    let d = runtime().models_dir;
+    for f in [
+        twin_core::paths::BACKBONE_FILE,
+        LANDMARKS_DAT,
+        "mmod_human_face_detector.dat",
+    ] {
+        assert!(
+            d.join(f).is_file(),
+            "{} is missing; {SETUP_HINT}",
+            d.join(f).display()
+        );
+    }
+    d
 }
 
 /// The shared test data: `$TWIN_TEST_DATA`, else `<root>/../shared/data`. Panics when absent.
