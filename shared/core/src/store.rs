@@ -5,6 +5,32 @@
 //! are checked ([`check_key`]) before any adapter sees them, so no key is ever built from
 //! unchecked input. Conditional writes ([`Condition`]) make pointer updates safe against
 //! concurrent writers.
+//!
+//! What [`LocalStore`] guarantees for one data folder:
+//!
+//! - **Conditional writes are serialised across processes.** A write with
+//!   [`Condition::IfAbsent`] or [`Condition::IfMatch`] holds an exclusive operating-system lock
+//!   on the file `.twin-lock` in the data folder (created if absent) from its check of the
+//!   current object until the new object is renamed into place, and holds the store's
+//!   in-process mutex as well. Two processes on one folder (`twin serve` and a
+//!   `twin gallery import`, say) therefore never both pass the check of the same object: one
+//!   of them gets [`StoreError::PreconditionFailed`]. The lock is advisory (`flock` on Unix,
+//!   `LockFileEx` on Windows, through [`std::fs::File::lock`]): it holds back other
+//!   `LocalStore`s only, not programs that write the folder by other means, and network file
+//!   systems may not honour it. The lock file must not be deleted while the folder is in use.
+//! - **Unconditional writes take no lock.** Each is a rename of a complete temporary file, so a
+//!   reader sees the old object or the new one, never a mix; of two concurrent unconditional
+//!   writes to one key the later rename wins.
+//! - **A write that returned survives a crash.** The temporary file is flushed to disk
+//!   (`fsync`) before the rename and the folder holding it after the rename (Unix; elsewhere
+//!   the rename is not synced). An error from syncing the folder means the object is in place
+//!   but may not survive a crash.
+//! - **Only the owner can read what it writes.** On Unix the files the store creates get mode
+//!   `0600` and the folders `0700`, set when each is created (the process's umask can only
+//!   narrow them further). Files and folders that already exist keep their modes.
+//!
+//! The store keeps its own files (temporaries of writes in progress, the lock) under names that
+//! start with `.twin-`; no key may have a segment with that prefix.
 
 use std::path::{Path, PathBuf};
 
@@ -122,17 +148,38 @@ pub fn content_tag(data: &[u8]) -> String {
 }
 
 /// Objects as files under a folder. Writes go to a temporary file and are renamed into place,
-/// so a reader (or a crash) never sees half an object. Conditional writes are serialised within
-/// the process.
+/// so a reader (or a crash) never sees half an object. Conditional writes are serialised across
+/// threads and processes by an exclusive lock on `.twin-lock` in the folder (see the module
+/// documentation for the guarantees).
 pub struct LocalStore {
     root: PathBuf,
     lock: std::sync::Mutex<()>,
 }
 
+/// The name of the lock file in the data folder.
+const LOCK_FILE: &str = ".twin-lock";
+/// The prefix of the names the store keeps for itself (temporaries, the lock).
+const RESERVED_PREFIX: &str = ".twin-";
+
+/// The exclusive right to a conditional write: the in-process mutex and the lock on the lock
+/// file, both released on drop (the file lock first).
+struct WriterLock<'a> {
+    file: std::fs::File,
+    _thread: std::sync::MutexGuard<'a, ()>,
+}
+
+impl Drop for WriterLock<'_> {
+    fn drop(&mut self) {
+        // Closing the file releases the lock too; unlocking first only makes it explicit.
+        let _ = self.file.unlock();
+    }
+}
+
 impl LocalStore {
-    /// A store rooted at `root` (created if missing).
+    /// A store rooted at `root` (created if missing, with its missing parents: mode `0700` on
+    /// Unix).
     pub fn open(root: &Path) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(root).map_err(|e| backend(&root.display().to_string(), e))?;
+        create_dirs(root).map_err(|e| backend(&root.display().to_string(), e))?;
         Ok(LocalStore {
             root: root.to_path_buf(),
             lock: std::sync::Mutex::new(()),
@@ -144,11 +191,57 @@ impl LocalStore {
         &self.root
     }
 
-    /// The file holding `key`.
+    /// The file holding `key`. Refused: keys that fail [`check_key`], and keys with a segment
+    /// starting with `.twin-` (the store's own files).
     pub fn path_of(&self, key: &str) -> Result<PathBuf, StoreError> {
         check_key(key)?;
+        if key.split('/').any(|seg| seg.starts_with(RESERVED_PREFIX)) {
+            return Err(StoreError::InvalidKey(key.chars().take(80).collect()));
+        }
         Ok(self.root.join(key))
     }
+
+    /// Takes the in-process mutex, then an exclusive lock on the folder's lock file (creating
+    /// it, mode `0600` on Unix), waiting for other threads and processes that hold them.
+    fn lock_writers(&self, key: &str) -> Result<WriterLock<'_>, StoreError> {
+        let thread = crate::sync::lock(&self.lock);
+        let path = self.root.join(LOCK_FILE);
+        let mut options = std::fs::OpenOptions::new();
+        options.read(true).write(true).create(true).truncate(false);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        let file = options.open(&path).map_err(|e| {
+            backend(
+                key,
+                format!("cannot open the lock file {}: {e}", path.display()),
+            )
+        })?;
+        file.lock().map_err(|e| {
+            backend(
+                key,
+                format!("cannot lock the lock file {}: {e}", path.display()),
+            )
+        })?;
+        Ok(WriterLock {
+            file,
+            _thread: thread,
+        })
+    }
+}
+
+/// Creates `dir` and its missing parents, each new one with mode `0700` on Unix.
+fn create_dirs(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(dir)
 }
 
 fn backend(key: &str, e: impl std::fmt::Display) -> StoreError {
@@ -174,11 +267,13 @@ impl ObjectStore for LocalStore {
     fn put(&self, key: &str, data: &[u8], cond: Condition) -> Result<String, StoreError> {
         let path = self.path_of(key)?;
         let dir = path.parent().expect("a key has a parent folder");
-        std::fs::create_dir_all(dir).map_err(|e| backend(key, e))?;
+        create_dirs(dir).map_err(|e| backend(key, e))?;
+        // Held from the check until after the rename, so no other writer in any process can
+        // pass the same check in between.
         let _guard = if cond == Condition::None {
             None
         } else {
-            Some(crate::sync::lock(&self.lock))
+            Some(self.lock_writers(key)?)
         };
         match &cond {
             Condition::None => {}
@@ -192,7 +287,7 @@ impl ObjectStore for LocalStore {
                 _ => return Err(StoreError::PreconditionFailed(key.to_string())),
             },
         }
-        crate::fsutil::write_atomic::<std::io::Error>(&path, |w| w.write_all(data))
+        crate::fsutil::write_atomic_private::<std::io::Error>(&path, |w| w.write_all(data))
             .map_err(|e| backend(key, e))?;
         Ok(content_tag(data))
     }
@@ -318,5 +413,72 @@ mod tests {
         );
         assert!(dir.path().join("crops/b/v").exists());
         assert!(s.get("../etc/passwd").is_err());
+    }
+
+    #[test]
+    fn the_stores_own_names_are_not_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = LocalStore::open(dir.path()).unwrap();
+        s.put("dataset/CURRENT", b"1", Condition::IfAbsent).unwrap();
+        assert!(dir.path().join(LOCK_FILE).is_file());
+        for key in [".twin-lock", "dataset/.twin-x.tmp"] {
+            assert!(matches!(
+                s.put(key, b"x", Condition::None),
+                Err(StoreError::InvalidKey(_))
+            ));
+            assert!(matches!(s.get(key), Err(StoreError::InvalidKey(_))));
+            assert!(matches!(s.delete(key), Err(StoreError::InvalidKey(_))));
+        }
+    }
+
+    #[test]
+    fn conditional_writes_wait_for_the_lock_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = LocalStore::open(dir.path()).unwrap();
+        // Another process's lock on the same file (a separate open file holds its own lock).
+        let other = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(dir.path().join(LOCK_FILE))
+            .unwrap();
+        other.lock().unwrap();
+        // Unconditional writes do not wait.
+        s.put("crops/a/u/1.png", b"p", Condition::None).unwrap();
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                let r = s.put("dataset/CURRENT", b"1", Condition::IfAbsent);
+                done_tx.send(r.is_ok()).unwrap();
+            });
+            let waited = done_rx.recv_timeout(std::time::Duration::from_millis(300));
+            assert!(
+                waited.is_err(),
+                "the write went ahead while the lock was held"
+            );
+            other.unlock().unwrap();
+            assert!(done_rx
+                .recv_timeout(std::time::Duration::from_secs(10))
+                .unwrap());
+        });
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn files_and_folders_are_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("data");
+        let s = LocalStore::open(&root).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&root), 0o700);
+        s.put("crops/a/u/1.png", b"p", Condition::None).unwrap();
+        s.put("dataset/CURRENT", b"1", Condition::IfAbsent).unwrap();
+        assert_eq!(mode(&root.join("crops/a/u/1.png")), 0o600);
+        assert_eq!(mode(&root.join("dataset/CURRENT")), 0o600);
+        assert_eq!(mode(&root.join(LOCK_FILE)), 0o600);
+        for d in ["crops", "crops/a", "crops/a/u", "dataset"] {
+            assert_eq!(mode(&root.join(d)), 0o700, "{d}");
+        }
     }
 }
