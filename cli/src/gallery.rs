@@ -140,3 +140,15 @@ pub fn enroll(data: &Path, args: EnrollArgs) -> anyhow::Result<ExitCode> {
         ExitCode::FAILURE
     })
 }
+
+/// `twin gallery erase SLUG`: the same erasure as `DELETE /v1/identities/{slug}`.
+pub fn erase(data: &Path, slug: &str) -> anyhow::Result<ExitCode> {
+    let local = open_inline(data, 1)?;
+    let done = local.erasure.erase(slug)?;
+    eprintln!(
+        "twin: erased {slug}: {} enrollments, {} files, {} model versions rewritten, {} dataset objects deleted",
+        done.enrollments, done.files, done.models, done.dataset_objects
+    );
+    println!("{}", serde_json::to_string(&done)?);
+    Ok(ExitCode::SUCCESS)
+}

@@ -69,6 +69,12 @@ enum GalleryCommand {
     /// Import a folder with one sub-folder of photos per identity, or a Hugging Face
     /// image-classification dataset (.parquet).
     Import(gallery::ImportArgs),
+    /// Erase a person: their identity, crops, uploads and enrollments (indexed or not), what
+    /// every trained model knows of them, and the older dataset versions that held their rows.
+    Erase {
+        /// The person's slug (as `GET /v1/identities` lists it).
+        slug: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -127,6 +133,9 @@ fn main() -> ExitCode {
         Command::Gallery {
             command: GalleryCommand::Import(args),
         } => gallery::import(&data, args),
+        Command::Gallery {
+            command: GalleryCommand::Erase { slug },
+        } => gallery::erase(&data, &slug),
         Command::Match(args) => gallery::match_photo(&data, args),
         Command::Enroll(args) => gallery::enroll(&data, args),
         Command::Serve(args) => serve::run(&data, args),

@@ -17,24 +17,22 @@ fn current_version(dir: &Path) -> Option<u64> {
         .and_then(|s| s.trim().parse().ok())
 }
 
-/// The current manifest's identities (and checks that the version is complete: manifest and
-/// embeddings agree).
+/// The current version's identities, read whole (its version file, every segment and their
+/// rows, checked to agree: a version left half-written would fail here).
 fn identities(dir: &Path) -> Vec<String> {
     let v = current_version(dir).expect("a current version");
-    let m: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(dir.join(format!("dataset/versions/{v}.json"))).unwrap(),
-    )
-    .unwrap();
-    let rows = m["rows"].as_u64().unwrap();
-    let bin = std::fs::metadata(dir.join(format!("dataset/embeddings/{v}.bin")))
-        .unwrap()
-        .len();
-    assert_eq!(bin, rows * 128 * 4, "version {v} is complete");
-    m["identities"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| i["slug"].as_str().unwrap().to_string())
+    let store = twin_core::store::LocalStore::open(dir).unwrap();
+    let snap = twin_core::dataset::load_version(&store, v)
+        .unwrap_or_else(|e| panic!("version {v} is not complete: {e}"));
+    assert_eq!(
+        snap.embeddings.len(),
+        snap.manifest.rows * 128,
+        "version {v} is complete"
+    );
+    snap.manifest
+        .identities
+        .into_iter()
+        .map(|i| i.slug)
         .collect()
 }
 
@@ -96,16 +94,12 @@ fn killed_import_keeps_the_last_version_and_the_next_run_finishes() {
         assert!(all.contains(p));
     }
     // Every face set photo imported exactly once.
-    let m: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(dir.path().join(format!(
-            "dataset/versions/{}.json",
-            current_version(dir.path()).unwrap()
-        )))
-        .unwrap(),
-    )
-    .unwrap();
+    let store = twin_core::store::LocalStore::open(dir.path()).unwrap();
+    let m = twin_core::dataset::load_current_manifest(&store)
+        .unwrap()
+        .unwrap();
     assert_eq!(
-        m["rows"].as_u64().unwrap() as usize
+        m.rows
             + summary["rejected"]
                 .as_object()
                 .unwrap()
@@ -113,8 +107,8 @@ fn killed_import_keeps_the_last_version_and_the_next_run_finishes() {
                 .map(|v| v.as_u64().unwrap() as usize)
                 .sum::<usize>(),
         805,
-        "{}",
-        m["rows"]
+        "{} rows",
+        m.rows
     );
 }
 

@@ -16,7 +16,8 @@
 //! queue that fails leaves the enrollment `cropped` with its message pending, and the
 //! redelivered S3 event sends it, so the enrollment still reaches `indexed`; the enrolled person
 //! is then erased through the API and nothing of them is left under `crops/`, `uploads/` or
-//! `status/`.
+//! `status/`; and a person the trained model knows is erased while an enrollment joined to them
+//! is in flight, after which no object of the bucket names them or holds their embeddings.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -656,7 +657,129 @@ async fn upload_to_match_through_the_real_handlers_and_redelivery_changes_nothin
     )
     .await;
     assert_eq!(status, 404);
+
+    // Erase a person the trained model knows, while a second enrollment of theirs (joined to
+    // them) is in flight: cropped, its message waiting for the dataset step.
+    let model_labels = twin_model::models::read_labels(&store, 1).unwrap();
+    assert!(
+        model_labels.labels.iter().any(|l| l.slug == "madonna"),
+        "model 1 knows madonna"
+    );
+    let before = twin_core::dataset::load_current(&store).unwrap().unwrap();
+    let rows = person_rows(&before, "madonna");
+    assert!(!rows.is_empty());
+    let photo = photos("Madonna", 12).pop().unwrap().1;
+    let request = json!({"name": "Madonna", "join": "madonna", "content_type": "image/jpeg", "size": photo.len()});
+    let (status, created) = api_call(
+        &router,
+        &api_gateway_v2(
+            "POST",
+            "/v1/enrollments",
+            "application/json",
+            request.to_string().as_bytes(),
+            Some("test-key"),
+        ),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let url = created["upload_url"].as_str().unwrap().to_string();
+    let in_flight = created["upload_id"].as_str().unwrap().to_string();
+    let put = tokio::task::spawn_blocking(move || {
+        ureq::put(&url)
+            .header("content-type", "image/jpeg")
+            .send(&photo[..])
+            .map(|r| r.status().as_u16())
+    })
+    .await
+    .unwrap()
+    .expect("the presigned PUT");
+    assert_eq!(put, 200);
+    let key = format!("uploads/madonna/{in_flight}.jpg");
+    let etag = env.listing()[&key].trim_matches('"').to_string();
+    let out = env
+        .ingest
+        .handle(s3_event(&env.bucket, &key, env.get(&key).len(), &etag))
+        .await
+        .expect("ingest the joined enrollment");
+    assert_eq!(out["uploads"][0]["state"], "cropped", "{out}");
+    let pending = env.receive_all(&env.ingest_url());
+    assert_eq!(pending.len(), 1);
+    let (status, body) = api_call(
+        &router,
+        &api_gateway_v2(
+            "DELETE",
+            "/v1/identities/madonna",
+            "application/json",
+            b"",
+            Some("test-key"),
+        ),
+    )
+    .await;
+    assert_eq!(status, 204, "{body}");
+    // The in-flight message arrives after the erasure: refused, and what it left goes too.
+    assert!(env.run_dataset(&pending).await.is_empty());
+    env.delete(&env.ingest_url(), &pending);
+    // The upload's S3 event delivered again after the erasure changes nothing either.
+    let _ = env
+        .ingest
+        .handle(s3_event(&env.bucket, &key, 1, &etag))
+        .await;
+    let found = scan_bucket(&env, &["madonna", "Madonna"], &rows);
+    assert!(
+        found.is_empty(),
+        "after the erasure the bucket still holds: {found:?}"
+    );
+    println!(
+        "erasure scan of the bucket: {} objects, nothing of madonna",
+        env.listing().len()
+    );
+    let (status, models) = api_call(
+        &router,
+        &api_gateway_v2("GET", "/v1/models", "application/json", b"", None),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(!models.to_string().contains("madonna"), "{models}");
     env.check_roles();
+}
+
+/// The embedding rows of `slug` in a dataset version.
+fn person_rows(s: &twin_core::dataset::Snapshot, slug: &str) -> Vec<Vec<f32>> {
+    let dim = s.manifest.dim;
+    let mut row = 0;
+    let mut out = Vec::new();
+    for i in &s.manifest.identities {
+        for _ in &i.crops {
+            if i.slug == slug {
+                out.push(s.embeddings[row * dim..(row + 1) * dim].to_vec());
+            }
+            row += 1;
+        }
+    }
+    out
+}
+
+/// Every object of the bucket whose key or content holds one of `words` or the bytes of one of
+/// `rows` (each row's first 8 values, as stored: little-endian `f32`).
+fn scan_bucket(env: &Env, words: &[&str], rows: &[Vec<f32>]) -> Vec<String> {
+    let needles: Vec<Vec<u8>> = rows
+        .iter()
+        .map(|r| r.iter().take(8).flat_map(|v| v.to_le_bytes()).collect())
+        .collect();
+    let mut found = Vec::new();
+    for key in env.listing().into_keys() {
+        let body = env.get(&key);
+        let text = String::from_utf8_lossy(&body);
+        if let Some(w) = words.iter().find(|w| key.contains(*w) || text.contains(*w)) {
+            found.push(format!("{key} (names {w})"));
+        } else if needles
+            .iter()
+            .any(|n| body.windows(n.len()).any(|w| w == &n[..]))
+        {
+            found.push(format!("{key} (holds an embedding)"));
+        }
+    }
+    found
 }
 
 /// An enrollment's state as `GET /v1/enrollments/{id}` reports it.

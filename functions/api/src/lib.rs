@@ -61,6 +61,7 @@ pub fn app(aws: &Aws, settings: &ApiSettings) -> Result<(Api, axum::Router), Err
             store,
             writer,
             gallery.clone(),
+            models.clone(),
             engines.backbone.dim(),
         )),
         gallery,

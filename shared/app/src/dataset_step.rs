@@ -58,11 +58,11 @@ impl DatasetStep {
             results: (0..n).map(|_| Err(StepError::Failed(m.clone()))).collect(),
             committed: None,
         };
-        // Read once: the uploads already in, and the version the batch starts from.
-        let (applied, before) = match dataset::load_current_manifest(&*self.store) {
-            Ok(m) => m
-                .map(|m| (m.applied_uploads, Some(m.version)))
-                .unwrap_or_default(),
+        // Read once: the uploads already in, those refused, and the version the batch starts
+        // from.
+        let (applied, refused, before) = match dataset::load_current_manifest(&*self.store) {
+            Ok(Some(m)) => (m.applied_uploads, m.erased_uploads, Some(m.version)),
+            Ok(None) => Default::default(),
             Err(e) => return all_failed(e.to_string(), bodies.len()),
         };
         let mut results: Vec<Result<(), StepError>> = Vec::with_capacity(bodies.len());
@@ -81,6 +81,14 @@ impl DatasetStep {
             if applied.contains(&m.upload_id) {
                 indexed.push(m.upload_id.clone());
                 results.push(Ok(()));
+                continue;
+            }
+            if refused.contains(&m.upload_id) {
+                // Its person was erased while it was in flight: what it left goes too.
+                results.push(
+                    crate::erasure::forget_upload(&*self.store, &m.upload_id, &m.crops)
+                        .map_err(|e| StepError::Failed(e.to_string())),
+                );
                 continue;
             }
             match self.load_and_embed(&m.crops) {

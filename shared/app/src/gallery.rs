@@ -66,10 +66,41 @@ impl DatasetWriter {
     }
 
     /// Commits `updates` on the current version (embeddings of `dim` values); returns the version
-    /// now current.
+    /// now current. Compacts when the version has grown too many segments.
     pub fn commit(&self, dim: usize, updates: &[Update]) -> Result<u64> {
+        Ok(self.commit_reporting(dim, updates)?.0)
+    }
+
+    /// [`DatasetWriter::commit`], also saying what the compaction that followed it did.
+    pub fn commit_reporting(
+        &self,
+        dim: usize,
+        updates: &[Update],
+    ) -> Result<(u64, Option<dataset::Compaction>)> {
         let _g = sync::lock(&self.lock);
-        Ok(dataset::commit(&*self.store, dim, updates)?)
+        let v = dataset::commit(&*self.store, dim, updates)?;
+        if dataset::needs_compaction(&*self.store)? {
+            let c = dataset::compact(&*self.store)?;
+            return Ok((c.version, Some(c)));
+        }
+        Ok((v, None))
+    }
+
+    /// Compacts the dataset now (see [`dataset::compact`]): erased people's rows and every older
+    /// version are deleted, and a format-1 store is migrated.
+    pub fn compact(&self) -> Result<dataset::Compaction> {
+        let _g = sync::lock(&self.lock);
+        Ok(dataset::compact(&*self.store)?)
+    }
+
+    /// Compacts when [`dataset::needs_compaction`] says so (opening a data folder, the functions
+    /// after their work).
+    pub fn compact_if_needed(&self) -> Result<Option<dataset::Compaction>> {
+        let _g = sync::lock(&self.lock);
+        if dataset::needs_compaction(&*self.store)? {
+            return Ok(Some(dataset::compact(&*self.store)?));
+        }
+        Ok(None)
     }
 }
 

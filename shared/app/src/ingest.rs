@@ -214,9 +214,30 @@ impl Ingest {
         twin_core::store::check_key(key).map_err(|e| Error::BadInput(e.to_string()))?;
         let upload = keys::parse_upload_key(key)
             .ok_or_else(|| Error::BadInput(format!("{key} is not uploads/<person>/<file>")))?;
+        // An upload of a person who was erased (it arrived after the erasure): deleted unread.
+        let refused = dataset::load_current_manifest(&*self.store)?
+            .map(|m| m.erased_uploads)
+            .unwrap_or_default();
+        let drop_id = keys::drop_upload_id(key, tag);
+        if let Some(id) = upload
+            .upload_id
+            .filter(|id| refused.contains(*id))
+            .or(refused.contains(&drop_id).then_some(drop_id.as_str()))
+        {
+            crate::erasure::forget_upload(&*self.store, id, &[])?;
+            self.store.delete(key)?;
+            return Err(Error::NotFound(format!(
+                "{key} belongs to an erased person and was deleted"
+            )));
+        }
         // A presigned enrollment upload.
         if let Some(id) = upload.upload_id {
-            if let Ok(mut st) = self.status(id) {
+            let record = match self.status(id) {
+                Ok(st) => Some(st),
+                Err(Error::NotFound(_)) => None,
+                Err(e) => return Err(e),
+            };
+            if let Some(mut st) = record {
                 if st.slug == upload.folder && st.source_key.as_deref().is_none_or(|k| k == key) {
                     match st.state {
                         EnrollmentState::Created => {
@@ -241,7 +262,7 @@ impl Ingest {
         }
         // The drop folder.
         let (display_name, slug) = self.drop_identity(upload.folder)?;
-        let upload_id = keys::drop_upload_id(key, tag);
+        let upload_id = drop_id;
         if let Ok(st) = self.status(&upload_id) {
             if st.owes_message() {
                 self.send_pending(&upload_id)?;

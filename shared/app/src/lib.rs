@@ -16,13 +16,12 @@
 
 pub mod dataset_step;
 pub mod enrollment;
+pub mod erasure;
 pub mod error;
 pub mod gallery;
 pub mod serving;
 pub mod training;
 
-#[cfg(feature = "faces")]
-pub mod erasure;
 #[cfg(feature = "faces")]
 pub mod hfparquet;
 #[cfg(feature = "faces")]

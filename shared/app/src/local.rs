@@ -117,8 +117,16 @@ impl Local {
         let queue = Arc::new(InProcessQueue::new(QUEUE_VISIBILITY));
         let engines = Engines::open(&config.models_dir, config.threads)?;
         let videos = Arc::new(Engines::videos(&config.models_dir)?);
-        let gallery = Arc::new(GalleryView::load(store.clone())?);
         let writer = Arc::new(DatasetWriter::new(store.clone()));
+        // A format-1 folder is migrated, and an erasure a crash interrupted is compacted.
+        if let Some(c) = writer.compact_if_needed()? {
+            tracing::info!(
+                version = c.version,
+                deleted = c.deleted,
+                "dataset compacted on opening"
+            );
+        }
+        let gallery = Arc::new(GalleryView::load(store.clone())?);
         let models = Arc::new(ModelServing::new(
             store.clone(),
             engines.backbone.clone(),
@@ -148,6 +156,7 @@ impl Local {
                 store.clone(),
                 writer.clone(),
                 gallery.clone(),
+                models.clone(),
                 engines.backbone.dim(),
             )),
             import: Arc::new(Import::new(

@@ -112,7 +112,9 @@ impl Matching {
             .map(|(i, f)| {
                 let matches = match &scores {
                     Some(sc) => {
-                        let c = serving.columns.len();
+                        // One row of scores per face, one column per class of the head (an
+                        // erased person's column is there, named by nobody).
+                        let c = sc.len() / emb.len().max(1);
                         let row = &sc[i * c..(i + 1) * c];
                         let head = |slug: &str| serving.columns.get(slug).map(|&c| row[c]);
                         gallery.search_with_head(emb.row(i), k, &excluded, Some(&head))

@@ -52,7 +52,7 @@ pub struct Serving {
     /// The `models/CURRENT` tag it was loaded for.
     tag: Option<String>,
     /// The composed model (`None`: the backbone).
-    pub engine: Option<Embedder>,
+    pub engine: Option<Arc<Embedder>>,
     /// Column of each slug in `scores`.
     pub columns: HashMap<String, usize>,
 }
@@ -151,15 +151,17 @@ impl ModelServing {
         let started = std::time::Instant::now();
         match self.load(version) {
             Ok((engine, labels)) => {
+                // An erased person's label is empty: their column answers for nobody.
                 let columns = labels
                     .into_iter()
                     .enumerate()
+                    .filter(|(_, s)| !s.is_empty())
                     .map(|(i, s)| (s, i))
                     .collect();
                 self.swap(Serving {
                     version: Some(version),
                     tag: Some(tag),
-                    engine: Some(engine),
+                    engine: Some(Arc::new(engine)),
                     columns,
                 });
                 *sync::lock(&self.failed) = None;
@@ -226,10 +228,34 @@ impl ModelServing {
             return Err("self-check failed: its scores are not finite".into());
         }
         let slugs: Vec<String> = labels.labels.into_iter().map(|l| l.slug).collect();
-        if slugs.iter().collect::<HashSet<_>>().len() != slugs.len() {
+        let named: Vec<&String> = slugs.iter().filter(|s| !s.is_empty()).collect();
+        if named.iter().collect::<HashSet<_>>().len() != named.len() {
             return Err("labels.json names an identity twice".into());
         }
         Ok((engine, slugs))
+    }
+
+    /// Forgets the person `slug` everywhere models are kept: every trained version's files (see
+    /// [`models::forget`]) and the model serving in this process, at once.
+    pub fn forget(&self, slug: &str) -> Result<()> {
+        self.forget_counted(slug).map(|_| ())
+    }
+
+    /// [`ModelServing::forget`], returning how many trained versions were rewritten.
+    pub fn forget_counted(&self, slug: &str) -> Result<usize> {
+        let rewritten = models::forget(&*self.store, slug)?.len();
+        let serving = self.current();
+        if serving.columns.contains_key(slug) {
+            let mut columns = serving.columns.clone();
+            columns.remove(slug);
+            self.swap(Serving {
+                version: serving.version,
+                tag: serving.tag.clone(),
+                engine: serving.engine.clone(),
+                columns,
+            });
+        }
+        Ok(rewritten)
     }
 
     /// The models serving, promoted and trained.

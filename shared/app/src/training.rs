@@ -131,6 +131,16 @@ impl TrainJob {
     /// Trains on the current dataset unless a model already covers `at_least` (or, with `None`,
     /// the current version): a repeated request or a quiet schedule changes nothing.
     pub fn run(&self, at_least: Option<u64>) -> Result<TrainReport> {
+        // The schedule also bounds how long rows of an erased person (and the older versions
+        // that hold them) can outlive an erasure that could not compact.
+        if dataset::needs_compaction(&*self.store)? {
+            let c = dataset::compact(&*self.store)?;
+            tracing::info!(
+                version = c.version,
+                deleted = c.deleted,
+                "dataset compacted before training"
+            );
+        }
         let Some(current) = dataset::load_current_manifest(&*self.store)?.map(|m| m.version) else {
             return Ok(TrainReport::skipped("there is no dataset yet"));
         };

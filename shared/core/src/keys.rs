@@ -62,14 +62,58 @@ pub fn status_key(upload_id: &str) -> Result<String, NameError> {
     Ok(format!("status/{upload_id}.json"))
 }
 
+/// Where dataset version files live.
+pub const DATASET_VERSIONS: &str = "dataset/versions/";
+/// Where dataset segments live.
+pub const DATASET_SEGMENTS: &str = "dataset/segments/";
+/// Where the embeddings of format-1 versions live (read for migration, then deleted).
+pub const DATASET_EMBEDDINGS_V1: &str = "dataset/embeddings/";
+
 /// `dataset/versions/<n>.json`.
 pub fn manifest_key(n: u64) -> String {
-    format!("dataset/versions/{n}.json")
+    format!("{DATASET_VERSIONS}{n}.json")
 }
 
-/// `dataset/embeddings/<n>.bin`.
+/// The version a key under `dataset/versions/` names.
+pub fn manifest_version_of(key: &str) -> Option<u64> {
+    key.strip_prefix(DATASET_VERSIONS)?
+        .strip_suffix(".json")?
+        .parse()
+        .ok()
+}
+
+/// `dataset/embeddings/<n>.bin`: a format-1 version's embeddings.
 pub fn embeddings_key(n: u64) -> String {
-    format!("dataset/embeddings/{n}.bin")
+    format!("{DATASET_EMBEDDINGS_V1}{n}.bin")
+}
+
+/// `dataset/segments/<id>.json`: a segment's identities, crops and uploads.
+pub fn segment_meta_key(id: &str) -> Result<String, NameError> {
+    check_segment_id(id)?;
+    Ok(format!("{DATASET_SEGMENTS}{id}.json"))
+}
+
+/// `dataset/segments/<id>.bin`: a segment's embeddings.
+pub fn segment_rows_key(id: &str) -> Result<String, NameError> {
+    check_segment_id(id)?;
+    Ok(format!("{DATASET_SEGMENTS}{id}.bin"))
+}
+
+/// Checks a segment id (`[0-9a-f]`, 1–64 characters).
+pub fn check_segment_id(id: &str) -> Result<(), NameError> {
+    if !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        Ok(())
+    } else {
+        Err(NameError::BadUploadId(format!(
+            "segment {}",
+            id.chars().take(80).collect::<String>()
+        )))
+    }
 }
 
 /// The dataset's current-version pointer.

@@ -434,7 +434,7 @@ async fn delete_identity(
 ) -> Result<StatusCode, ApiError> {
     names::check_slug(&slug).map_err(|_| unknown_identity(&slug))?;
     let erasure = st.api.erasure.clone();
-    blocking(move || erasure.erase(&slug)).await?;
+    blocking(move || erasure.erase(&slug).map(|_| ())).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

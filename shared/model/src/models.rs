@@ -196,6 +196,64 @@ pub fn read_labels(store: &dyn ObjectStore, n: u64) -> Result<Labels, ModelError
         .map_err(|e| ModelError::Corrupt(format!("{}: {e}", labels_key(n))))
 }
 
+/// Makes every trained version forget the person `slug` at once: in `labels.json` their label
+/// becomes an empty one (the column stays, so the model keeps its shape), their per-identity
+/// numbers leave `metrics.json`, and their column of the head in `model.onnx` is zeroed (their
+/// learned prototype is gone from the file). Returns the versions rewritten. Idempotent.
+pub fn forget(store: &dyn ObjectStore, slug: &str) -> Result<Vec<u64>, ModelError> {
+    let mut rewritten = Vec::new();
+    for n in versions(store)? {
+        let Ok(mut labels) = read_labels(store, n) else {
+            continue;
+        };
+        let columns: Vec<usize> = labels
+            .labels
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| l.slug == slug)
+            .map(|(i, _)| i)
+            .collect();
+        let mut metrics = read_metrics(store, n)?;
+        let in_metrics = metrics.as_ref().is_some_and(|m| {
+            m.per_identity.iter().any(|p| p.slug == slug)
+                || m.held_back.iter().any(|h| h.slug == slug)
+        });
+        if columns.is_empty() && !in_metrics {
+            continue;
+        }
+        if !columns.is_empty() {
+            if let Some(model) = store.get(&model_key(n))? {
+                match head::forget_columns(&model.data, &columns) {
+                    Ok(forgotten) => {
+                        store.put(&model_key(n), &forgotten, Condition::None)?;
+                    }
+                    // A damaged model cannot be rewritten (nor loaded again): it is retired.
+                    Err(e) => {
+                        tracing::warn!(version = n, error = %e, "a damaged model that knew an erased person is deleted");
+                        store.delete(&model_key(n))?;
+                    }
+                }
+            }
+            for &c in &columns {
+                labels.labels[c] = Label {
+                    slug: String::new(),
+                    display_name: String::new(),
+                };
+            }
+            let body = serde_json::to_vec_pretty(&labels).expect("labels serialize");
+            store.put(&labels_key(n), &body, Condition::None)?;
+        }
+        if let Some(m) = metrics.as_mut().filter(|_| in_metrics) {
+            m.per_identity.retain(|p| p.slug != slug);
+            m.held_back.retain(|h| h.slug != slug);
+            let body = serde_json::to_vec_pretty(&*m).expect("metrics serialize");
+            store.put(&metrics_key(n), &body, Condition::None)?;
+        }
+        rewritten.push(n);
+    }
+    Ok(rewritten)
+}
+
 /// Points `models/CURRENT` at version `n` (promotion or rollback): `n` must be complete.
 pub fn promote(store: &dyn ObjectStore, n: u64) -> Result<(), ModelError> {
     // Listed, not read: the model is backbone-sized.

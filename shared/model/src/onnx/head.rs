@@ -101,6 +101,59 @@ pub fn compose(
     Ok(encode(&g.finish(doc.trim(), &meta)))
 }
 
+/// A composed model with the head's weights of `columns` set to zero: those identities' learned
+/// prototypes are gone from the file, their `scores` are 0, and every other output is unchanged
+/// (an erased person's column stays, so the model keeps its shape and its labels' order).
+pub fn forget_columns(model: &[u8], columns: &[usize]) -> Result<Vec<u8>, HeadError> {
+    let mut proto =
+        ModelProto::parse_from_bytes(model).map_err(|e| HeadError::Decode(e.to_string()))?;
+    let t = proto
+        .graph
+        .mut_or_insert_default()
+        .initializer
+        .iter_mut()
+        .find(|t| t.name == HEAD_WEIGHT)
+        .ok_or_else(|| HeadError::Shape("the model has no identity head".into()))?;
+    if t.dims.len() != 2 || t.data_type != DataType::FLOAT.value() {
+        return Err(HeadError::Shape(format!(
+            "{HEAD_WEIGHT} is not a 2-d float tensor"
+        )));
+    }
+    let (dim, classes) = (t.dims[0] as usize, t.dims[1] as usize);
+    if let Some(&c) = columns.iter().find(|&&c| c >= classes) {
+        return Err(HeadError::Shape(format!(
+            "column {c} of a head with {classes} classes"
+        )));
+    }
+    if !t.raw_data.is_empty() {
+        if t.raw_data.len() != dim * classes * 4 {
+            return Err(HeadError::Shape(format!(
+                "{HEAD_WEIGHT} has {} bytes",
+                t.raw_data.len()
+            )));
+        }
+        for d in 0..dim {
+            for &c in columns {
+                let at = (d * classes + c) * 4;
+                t.raw_data[at..at + 4].copy_from_slice(&0f32.to_le_bytes());
+            }
+        }
+    } else {
+        if t.float_data.len() != dim * classes {
+            return Err(HeadError::Shape(format!(
+                "{HEAD_WEIGHT} holds {} values",
+                t.float_data.len()
+            )));
+        }
+        for d in 0..dim {
+            for &c in columns {
+                t.float_data[d * classes + c] = 0.0;
+            }
+        }
+    }
+    Ok(encode(&proto))
+}
+
 /// Reads the head of a composed model: its unit weight rows (row-major `classes × dim`),
 /// `classes` and `dim`.
 pub fn read_head(model: &[u8]) -> Result<(Vec<f32>, usize, usize), HeadError> {
