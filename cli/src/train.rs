@@ -62,6 +62,8 @@ pub fn run(data: &Path, args: TrainArgs) -> anyhow::Result<ExitCode> {
     });
     bar.finish_and_clear();
     let m = outcome?.metrics;
+    // People erased while it trained are forgotten by the new model too.
+    twin_app::training::forget_the_erased(&store, m.version)?;
     print_summary(&m);
     println!("{}", serde_json::to_string(&m)?);
     Ok(ExitCode::SUCCESS)

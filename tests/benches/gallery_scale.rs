@@ -174,18 +174,18 @@ fn main() {
     );
 
     // An erasure, then the compaction that drops the person's rows for good.
-    writer
-        .commit(
+    let t = Instant::now();
+    let (_, c) = writer
+        .commit_reporting(
             DIM,
             &[Update::Erase {
                 slug: "p000007".into(),
             }],
         )
         .expect("erase");
-    let t = Instant::now();
-    let c = writer.compact().expect("compaction");
+    let c = c.expect("an erasure is compacted at once");
     println!(
-        "compaction after an erasure: {:.2} s ({} rows kept, {} objects deleted)",
+        "erasure of one identity, committed and compacted: {:.2} s ({} rows kept, {} objects deleted)",
         t.elapsed().as_secs_f64(),
         c.rows,
         c.deleted

@@ -151,6 +151,12 @@ impl Enrollments {
         content_type: &str,
         bytes: &[u8],
     ) -> Result<EnrollmentStatus> {
+        let key = keys::status_key(upload_id)
+            .map_err(|_| Error::NotFound(format!("no enrollment {upload_id:?}")))?;
+        let read = self
+            .store
+            .get(&key)?
+            .ok_or_else(|| Error::NotFound(format!("no enrollment {upload_id:?}")))?;
         let mut status = self.expect_upload(upload_id)?;
         let media = Media::from_mime(content_type).ok_or_else(|| {
             Error::UnsupportedMedia(format!(
@@ -167,10 +173,19 @@ impl Enrollments {
         if bytes.is_empty() {
             return Err(Error::BadImage("the upload is empty".into()));
         }
-        let key = keys::upload_key(&status.slug, upload_id, media)?;
-        self.store.put(&key, bytes, Condition::None)?;
-        status.upload(key)?;
-        enrollment::save_status(&*self.store, &status, Condition::None)?;
+        let upload_key = keys::upload_key(&status.slug, upload_id, media)?;
+        self.store.put(&upload_key, bytes, Condition::None)?;
+        status.upload(upload_key)?;
+        // Only if nobody else stored an upload for it meanwhile (two PUTs at once: one wins).
+        enrollment::save_status(&*self.store, &status, Condition::IfMatch(read.tag)).map_err(
+            |e| match e {
+                twin_core::enrollment::StepError::Conflict(_) => Error::Conflict(
+                    "this enrollment already has its video; start a new enrollment to send another"
+                        .into(),
+                ),
+                other => Error::from(other),
+            },
+        )?;
         Ok(status)
     }
 

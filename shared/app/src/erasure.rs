@@ -79,7 +79,8 @@ impl Erasure {
             .map(|p| self.store.list(p))
             .collect::<Result<Vec<_>, _>>()?
             .concat();
-        if !in_gallery && records.is_empty() && files.is_empty() {
+        let in_models = !twin_model::models::knowing(&*self.store, slug)?.is_empty();
+        if !in_gallery && records.is_empty() && files.is_empty() && !in_models {
             return Err(not_found());
         }
         let _hidden = self.gallery.hide(slug);

@@ -57,7 +57,19 @@ impl Ingest {
             .ok_or_else(|| Error::NotFound(format!("no enrollment {upload_id:?}")))
     }
 
+    /// Writes an enrollment's record, unless it was deleted meanwhile (its person was erased
+    /// while this ingest ran: the record is not brought back).
     fn save(&self, s: &EnrollmentStatus, cond: Condition) -> Result<()> {
+        let cond = match cond {
+            Condition::None => match self.store.get(&keys::status_key(&s.upload_id)?)? {
+                Some(current) => Condition::IfMatch(current.tag),
+                None => {
+                    tracing::info!(upload_id = %s.upload_id, "enrollment erased while it was ingested; its record stays deleted");
+                    return Ok(());
+                }
+            },
+            other => other,
+        };
         Ok(enrollment::save_status(&*self.store, s, cond)?)
     }
 
@@ -156,6 +168,10 @@ impl Ingest {
         status.rejected = rejected;
         status.crop(crops)?;
         self.save(&status, Condition::None)?;
+        if enrollment::read_status(&*self.store, upload_id)?.is_none() {
+            // Erased while the faces were cut: the crops just stored go too.
+            return crate::erasure::forget_upload(&*self.store, upload_id, &status.crops);
+        }
         self.send_pending(upload_id)
     }
 

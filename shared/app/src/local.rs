@@ -284,10 +284,14 @@ fn ingest_worker(local: Weak<Local>, rx: mpsc::Receiver<String>) {
         let _e = span.enter();
         if let Err(e) = local.ingest.run(&id) {
             tracing::error!(error = %e, "ingest failed");
+            // Only an upload whose faces were not cut fails here; a `cropped` one may have sent
+            // its message already (the next opening of the folder sends it again).
             if let Ok(s) = local.enrollments.status(&id) {
-                let _ = local
-                    .ingest
-                    .fail(s, "the upload could not be processed; try again".into());
+                if s.state == EnrollmentState::Uploaded {
+                    let _ = local
+                        .ingest
+                        .fail(s, "the upload could not be processed; try again".into());
+                }
             }
         }
     }

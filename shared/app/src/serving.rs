@@ -137,9 +137,12 @@ impl ModelServing {
                 tracing::warn!("models/CURRENT was removed: matching with the backbone alone");
                 self.swap(Serving::backbone());
             }
+            // What failed to load is no longer asked for.
+            *sync::lock(&self.failed) = None;
             return None;
         };
         if serving.tag.as_deref() == Some(tag.as_str()) {
+            *sync::lock(&self.failed) = None;
             return serving.version;
         }
         if sync::lock(&self.failed)

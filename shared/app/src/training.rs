@@ -43,6 +43,22 @@ pub fn train_due(store: &dyn ObjectStore, min_new: usize) -> Result<Option<Train
     }))
 }
 
+/// Makes model `version` forget every person it was trained on who is no longer in the gallery
+/// (erased while it trained: the run read the dataset before the erasure). Returns them.
+pub fn forget_the_erased(store: &dyn ObjectStore, version: u64) -> Result<Vec<String>> {
+    let current = dataset::load_current_manifest(store)?;
+    let gone: Vec<String> = models::read_labels(store, version)?
+        .labels
+        .into_iter()
+        .map(|l| l.slug)
+        .filter(|s| !s.is_empty() && current.as_ref().is_none_or(|m| m.identity(s).is_none()))
+        .collect();
+    for slug in &gone {
+        models::forget(store, slug)?;
+    }
+    Ok(gone)
+}
+
 /// What a training job did.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TrainReport {
@@ -158,6 +174,7 @@ impl TrainJob {
         match models::train_and_gate(&*self.store, &bytes, &options, &|_, _| {}) {
             Ok(o) => {
                 let m = o.metrics;
+                forget_the_erased(&*self.store, m.version)?;
                 tracing::info!(
                     version = m.version,
                     dataset_version = m.dataset_version,

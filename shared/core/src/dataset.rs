@@ -497,7 +497,7 @@ pub fn load_manifest(store: &dyn ObjectStore, n: u64) -> Result<Manifest, Datase
 pub fn load_version(store: &dyn ObjectStore, n: u64) -> Result<Snapshot, DatasetError> {
     let (file, metas) = read_file_and_metas(store, n)?;
     let merged = merge(&file, &metas);
-    let segment_rows: Vec<Vec<f32>> = if file.v == FORMAT_V1 {
+    let mut segment_rows: Vec<Vec<f32>> = if file.v == FORMAT_V1 {
         let bin = store
             .get(&embeddings_key(n))?
             .ok_or_else(|| corrupt(n)("its embeddings are missing".into()))?;
@@ -510,12 +510,27 @@ pub fn load_version(store: &dyn ObjectStore, n: u64) -> Result<Snapshot, Dataset
     };
     let dim = file.dim;
     let manifest = manifest_of(&file, &merged);
-    let mut embeddings = Vec::with_capacity(manifest.rows * dim);
-    for (_, rows) in merged.identities.values() {
-        for &(si, r) in rows {
-            embeddings.extend_from_slice(&segment_rows[si][r * dim..(r + 1) * dim]);
+    // A compacted version is one segment already in the manifest's order: its rows are taken as
+    // they are (no second copy of a large gallery).
+    let in_order = segment_rows.len() == 1
+        && merged
+            .identities
+            .values()
+            .flat_map(|(_, rows)| rows)
+            .enumerate()
+            .all(|(i, &(si, r))| si == 0 && r == i)
+        && segment_rows[0].len() == manifest.rows * dim;
+    let embeddings = if in_order {
+        segment_rows.pop().unwrap_or_default()
+    } else {
+        let mut embeddings = Vec::with_capacity(manifest.rows * dim);
+        for (_, rows) in merged.identities.values() {
+            for &(si, r) in rows {
+                embeddings.extend_from_slice(&segment_rows[si][r * dim..(r + 1) * dim]);
+            }
         }
-    }
+        embeddings
+    };
     Ok(Snapshot {
         manifest,
         embeddings,
@@ -531,7 +546,26 @@ struct Base {
     legacy_rows: Option<Vec<f32>>,
 }
 
+/// [`read_base_once`], read again when it fails as damaged because a compaction moved
+/// `CURRENT` and deleted what the first read was following.
 fn read_base(store: &dyn ObjectStore, dim: usize) -> Result<Base, DatasetError> {
+    let mut last = None;
+    for _ in 0..3 {
+        let before = current_version(store)?;
+        match read_base_once(store, dim) {
+            Err(e @ DatasetError::Corrupt { .. }) => {
+                if current_version(store)? == before {
+                    return Err(e);
+                }
+                last = Some(e);
+            }
+            other => return other,
+        }
+    }
+    Err(last.unwrap_or(DatasetError::Contention))
+}
+
+fn read_base_once(store: &dyn ObjectStore, dim: usize) -> Result<Base, DatasetError> {
     let Some((n, tag)) = current_version(store)? else {
         return Ok(Base {
             file: VersionFile {
@@ -853,12 +887,19 @@ pub fn compact(store: &dyn ObjectStore) -> Result<Compaction, DatasetError> {
         let Some((n, tag)) = current_version(store)? else {
             return Ok(Compaction::default());
         };
-        let snapshot = with_fallback(store, n, |v| load_version(store, v))?;
         let (file, _) = with_fallback(store, n, |v| read_file_and_metas(store, v))?;
         let single = file.v == FORMAT_VERSION && file.segments.len() <= 1 && file.erased.is_empty();
-        let version = if single {
-            snapshot.manifest.version
-        } else {
+        if single {
+            // Nothing to rewrite: only what older versions left is deleted.
+            let deleted = collect_garbage(store, file.version)?;
+            return Ok(Compaction {
+                version: file.version,
+                rows: file.segments.iter().map(|s| s.rows).sum(),
+                deleted,
+            });
+        }
+        let snapshot = with_fallback(store, n, |v| load_version(store, v))?;
+        let version = {
             let m = &snapshot.manifest;
             let meta = SegmentMeta {
                 v: FORMAT_VERSION,
@@ -920,9 +961,13 @@ fn collect_garbage(store: &dyn ObjectStore, current: u64) -> Result<usize, Datas
         .filter(|&v| v < current)
         .collect();
     older.sort_unstable();
+    let mut gone: BTreeSet<String> = BTreeSet::new();
     for v in older {
         if let Ok(Stored::V2(f)) = read_stored(store, v) {
             for s in f.segments.iter().filter(|s| !keep.contains(&s.id)) {
+                if !gone.insert(s.id.clone()) {
+                    continue;
+                }
                 for key in [segment_rows_key(&s.id), segment_meta_key(&s.id)]
                     .into_iter()
                     .flatten()

@@ -196,6 +196,24 @@ pub fn read_labels(store: &dyn ObjectStore, n: u64) -> Result<Labels, ModelError
         .map_err(|e| ModelError::Corrupt(format!("{}: {e}", labels_key(n))))
 }
 
+/// The trained versions whose files still name `slug` (labels, per-identity metrics or held
+/// back).
+pub fn knowing(store: &dyn ObjectStore, slug: &str) -> Result<Vec<u64>, ModelError> {
+    let mut out = Vec::new();
+    for n in versions(store)? {
+        let in_labels =
+            read_labels(store, n).is_ok_and(|l| l.labels.iter().any(|l| l.slug == slug));
+        let in_metrics = read_metrics(store, n)?.is_some_and(|m| {
+            m.per_identity.iter().any(|p| p.slug == slug)
+                || m.held_back.iter().any(|h| h.slug == slug)
+        });
+        if in_labels || in_metrics {
+            out.push(n);
+        }
+    }
+    Ok(out)
+}
+
 /// Makes every trained version forget the person `slug` at once: in `labels.json` their label
 /// becomes an empty one (the column stays, so the model keeps its shape), their per-identity
 /// numbers leave `metrics.json`, and their column of the head in `model.onnx` is zeroed (their
