@@ -535,3 +535,18 @@ pub fn percent_decode(s: &str) -> String {
 pub fn venv_tool(name: &str) -> PathBuf {
     repo_root().join(".venv").join("bin").join(name)
 }
+
+/// What a stored object keeps of an erased person: `Some` with the reason when its key or its
+/// content names one of `words`, or its content holds the first 8 values of one of `rows` as
+/// stored (little-endian `f32`); `None` when it keeps nothing.
+pub fn leak(key: &str, body: &[u8], words: &[&str], rows: &[Vec<f32>]) -> Option<String> {
+    let text = String::from_utf8_lossy(body);
+    if let Some(w) = words.iter().find(|w| key.contains(*w) || text.contains(*w)) {
+        return Some(format!("{key} (names {w})"));
+    }
+    let holds = rows.iter().any(|r| {
+        let needle: Vec<u8> = r.iter().take(8).flat_map(|v| v.to_le_bytes()).collect();
+        body.windows(needle.len()).any(|w| w == &needle[..])
+    });
+    holds.then(|| format!("{key} (holds an embedding)"))
+}

@@ -520,37 +520,7 @@ async fn upload_to_match_through_the_real_handlers_and_redelivery_changes_nothin
     let photo = photos("Jerry_Seinfeld", 12).pop().unwrap().1;
     let request =
         json!({"name": "Ada Lovelace", "content_type": "image/jpeg", "size": photo.len()});
-    let (status, created) = api_call(
-        &router,
-        &api_gateway_v2(
-            "POST",
-            "/v1/enrollments",
-            "application/json",
-            request.to_string().as_bytes(),
-            Some("test-key"),
-        ),
-    )
-    .await;
-    assert_eq!(status, 201, "{created}");
-    let url = created["upload_url"].as_str().unwrap().to_string();
-    let upload_id = created["upload_id"].as_str().unwrap().to_string();
-    assert_eq!(
-        created["upload_headers"]["content-type"], "image/jpeg",
-        "{created}"
-    );
-    let put = tokio::task::spawn_blocking({
-        let photo = photo.clone();
-        move || {
-            ureq::put(&url)
-                .header("content-type", "image/jpeg")
-                .send(&photo[..])
-                .map(|r| r.status().as_u16())
-        }
-    })
-    .await
-    .unwrap()
-    .expect("the presigned PUT");
-    assert_eq!(put, 200);
+    let upload_id = enroll_presigned(&router, &request, photo.clone()).await;
     let key = format!("uploads/ada_lovelace/{upload_id}.jpg");
     let head = {
         let s3 = env.aws.s3().clone();
@@ -670,30 +640,7 @@ async fn upload_to_match_through_the_real_handlers_and_redelivery_changes_nothin
     assert!(!rows.is_empty());
     let photo = photos("Madonna", 12).pop().unwrap().1;
     let request = json!({"name": "Madonna", "join": "madonna", "content_type": "image/jpeg", "size": photo.len()});
-    let (status, created) = api_call(
-        &router,
-        &api_gateway_v2(
-            "POST",
-            "/v1/enrollments",
-            "application/json",
-            request.to_string().as_bytes(),
-            Some("test-key"),
-        ),
-    )
-    .await;
-    assert_eq!(status, 201, "{created}");
-    let url = created["upload_url"].as_str().unwrap().to_string();
-    let in_flight = created["upload_id"].as_str().unwrap().to_string();
-    let put = tokio::task::spawn_blocking(move || {
-        ureq::put(&url)
-            .header("content-type", "image/jpeg")
-            .send(&photo[..])
-            .map(|r| r.status().as_u16())
-    })
-    .await
-    .unwrap()
-    .expect("the presigned PUT");
-    assert_eq!(put, 200);
+    let in_flight = enroll_presigned(&router, &request, photo).await;
     let key = format!("uploads/madonna/{in_flight}.jpg");
     let etag = env.listing()[&key].trim_matches('"').to_string();
     let out = env
@@ -759,27 +706,46 @@ fn person_rows(s: &twin_core::dataset::Snapshot, slug: &str) -> Vec<Vec<f32>> {
     out
 }
 
-/// Every object of the bucket whose key or content holds one of `words` or the bytes of one of
-/// `rows` (each row's first 8 values, as stored: little-endian `f32`).
+/// Every object of the bucket that names one of `words` or holds one of `rows` (see
+/// [`twin_tests::leak`]).
 fn scan_bucket(env: &Env, words: &[&str], rows: &[Vec<f32>]) -> Vec<String> {
-    let needles: Vec<Vec<u8>> = rows
-        .iter()
-        .map(|r| r.iter().take(8).flat_map(|v| v.to_le_bytes()).collect())
-        .collect();
-    let mut found = Vec::new();
-    for key in env.listing().into_keys() {
-        let body = env.get(&key);
-        let text = String::from_utf8_lossy(&body);
-        if let Some(w) = words.iter().find(|w| key.contains(*w) || text.contains(*w)) {
-            found.push(format!("{key} (names {w})"));
-        } else if needles
-            .iter()
-            .any(|n| body.windows(n.len()).any(|w| w == &n[..]))
-        {
-            found.push(format!("{key} (holds an embedding)"));
-        }
-    }
-    found
+    env.listing()
+        .into_keys()
+        .filter_map(|key| twin_tests::leak(&key, &env.get(&key), words, rows))
+        .collect()
+}
+
+/// `POST /v1/enrollments` with `request` (a presigned upload of a JPEG), then the `PUT` of
+/// `photo` to the URL it answered, as the page does; returns the upload id.
+async fn enroll_presigned(router: &axum::Router, request: &Value, photo: Vec<u8>) -> String {
+    let (status, created) = api_call(
+        router,
+        &api_gateway_v2(
+            "POST",
+            "/v1/enrollments",
+            "application/json",
+            request.to_string().as_bytes(),
+            Some("test-key"),
+        ),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(
+        created["upload_headers"]["content-type"], "image/jpeg",
+        "{created}"
+    );
+    let url = created["upload_url"].as_str().unwrap().to_string();
+    let put = tokio::task::spawn_blocking(move || {
+        ureq::put(&url)
+            .header("content-type", "image/jpeg")
+            .send(&photo[..])
+            .map(|r| r.status().as_u16())
+    })
+    .await
+    .unwrap()
+    .expect("the presigned PUT");
+    assert_eq!(put, 200);
+    created["upload_id"].as_str().unwrap().to_string()
 }
 
 /// An enrollment's state as `GET /v1/enrollments/{id}` reports it.

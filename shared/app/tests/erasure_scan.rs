@@ -29,13 +29,8 @@ fn import_folder(scratch: &Path) -> PathBuf {
     faces
 }
 
-/// Every file under `dir` that names one of `words` (path or content) or holds the first 8
-/// values of one of `rows` as stored.
+/// Every file under `dir` that keeps something of the person (see [`twin_tests::leak`]).
 fn scan(dir: &Path, words: &[&str], rows: &[Vec<f32>]) -> Vec<String> {
-    let needles: Vec<Vec<u8>> = rows
-        .iter()
-        .map(|r| r.iter().take(8).flat_map(|v| v.to_le_bytes()).collect())
-        .collect();
     let mut found = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     let mut files = 0;
@@ -47,17 +42,13 @@ fn scan(dir: &Path, words: &[&str], rows: &[Vec<f32>]) -> Vec<String> {
                 continue;
             }
             files += 1;
-            let body = std::fs::read(&p).unwrap();
-            let text = String::from_utf8_lossy(&body);
             let rel = p.strip_prefix(dir).unwrap().display().to_string();
-            if let Some(w) = words.iter().find(|w| rel.contains(*w) || text.contains(*w)) {
-                found.push(format!("{rel} (names {w})"));
-            } else if needles
-                .iter()
-                .any(|n| body.windows(n.len()).any(|w| w == &n[..]))
-            {
-                found.push(format!("{rel} (holds an embedding)"));
-            }
+            found.extend(twin_tests::leak(
+                &rel,
+                &std::fs::read(&p).unwrap(),
+                words,
+                rows,
+            ));
         }
     }
     assert!(files > 10, "the scan read {files} files only");

@@ -114,57 +114,24 @@ pub fn forget_columns(model: &[u8], columns: &[usize]) -> Result<Vec<u8>, HeadEr
         .iter_mut()
         .find(|t| t.name == HEAD_WEIGHT)
         .ok_or_else(|| HeadError::Shape("the model has no identity head".into()))?;
-    if t.dims.len() != 2 || t.data_type != DataType::FLOAT.value() {
-        return Err(HeadError::Shape(format!(
-            "{HEAD_WEIGHT} is not a 2-d float tensor"
-        )));
-    }
-    let (dim, classes) = (t.dims[0] as usize, t.dims[1] as usize);
+    let (mut values, dim, classes) = head_weights(t)?;
     if let Some(&c) = columns.iter().find(|&&c| c >= classes) {
         return Err(HeadError::Shape(format!(
             "column {c} of a head with {classes} classes"
         )));
     }
-    if !t.raw_data.is_empty() {
-        if t.raw_data.len() != dim * classes * 4 {
-            return Err(HeadError::Shape(format!(
-                "{HEAD_WEIGHT} has {} bytes",
-                t.raw_data.len()
-            )));
-        }
-        for d in 0..dim {
-            for &c in columns {
-                let at = (d * classes + c) * 4;
-                t.raw_data[at..at + 4].copy_from_slice(&0f32.to_le_bytes());
-            }
-        }
-    } else {
-        if t.float_data.len() != dim * classes {
-            return Err(HeadError::Shape(format!(
-                "{HEAD_WEIGHT} holds {} values",
-                t.float_data.len()
-            )));
-        }
-        for d in 0..dim {
-            for &c in columns {
-                t.float_data[d * classes + c] = 0.0;
-            }
+    for d in 0..dim {
+        for &c in columns {
+            values[d * classes + c] = 0.0;
         }
     }
+    t.raw_data = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    t.float_data.clear();
     Ok(encode(&proto))
 }
 
-/// Reads the head of a composed model: its unit weight rows (row-major `classes × dim`),
-/// `classes` and `dim`.
-pub fn read_head(model: &[u8]) -> Result<(Vec<f32>, usize, usize), HeadError> {
-    let model =
-        ModelProto::parse_from_bytes(model).map_err(|e| HeadError::Decode(e.to_string()))?;
-    let t = model
-        .graph
-        .initializer
-        .iter()
-        .find(|t| t.name == HEAD_WEIGHT)
-        .ok_or_else(|| HeadError::Shape("the model has no identity head".into()))?;
+/// The head's weight tensor as stored: `[D, C]` values (row-major), `D` and `C`.
+fn head_weights(t: &onnx_protobuf::TensorProto) -> Result<(Vec<f32>, usize, usize), HeadError> {
     if t.dims.len() != 2 || t.data_type != DataType::FLOAT.value() {
         return Err(HeadError::Shape(format!(
             "{HEAD_WEIGHT} is not a 2-d float tensor"
@@ -185,6 +152,21 @@ pub fn read_head(model: &[u8]) -> Result<(Vec<f32>, usize, usize), HeadError> {
             values.len()
         )));
     }
+    Ok((values, dim, classes))
+}
+
+/// Reads the head of a composed model: its unit weight rows (row-major `classes × dim`),
+/// `classes` and `dim`.
+pub fn read_head(model: &[u8]) -> Result<(Vec<f32>, usize, usize), HeadError> {
+    let model =
+        ModelProto::parse_from_bytes(model).map_err(|e| HeadError::Decode(e.to_string()))?;
+    let t = model
+        .graph
+        .initializer
+        .iter()
+        .find(|t| t.name == HEAD_WEIGHT)
+        .ok_or_else(|| HeadError::Shape("the model has no identity head".into()))?;
+    let (values, dim, classes) = head_weights(t)?;
     let mut rows = vec![0f32; classes * dim];
     for d in 0..dim {
         for c in 0..classes {
