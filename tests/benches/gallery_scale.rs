@@ -201,7 +201,7 @@ fn main() {
     let first_s = t.elapsed().as_secs_f64();
     println!(
         "Local::open_inline on {} rows: {open_s:.2} s; first match answered at {first_s:.2} s ({} faces, dataset version {})",
-        local.gallery.current().rows(),
+        local.gallery.current().expect("the gallery").rows(),
         r.faces.len(),
         r.dataset_version
     );

@@ -136,7 +136,7 @@ impl DatasetStep {
         }
         if committed.is_some() {
             if let Some(g) = &self.gallery {
-                if let Err(e) = g.refresh() {
+                if let Err(e) = g.refresh_if_loaded() {
                     tracing::error!(error = %e, "cannot reload the gallery");
                 }
             }

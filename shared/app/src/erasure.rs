@@ -114,7 +114,7 @@ impl Erasure {
         done.files = doomed.len();
         // Usually done by the commit already; again here for anything a crash left.
         done.dataset_objects = compacted.map_or(0, |c| c.deleted) + self.writer.compact()?.deleted;
-        self.gallery.refresh()?;
+        self.gallery.refresh_if_loaded()?;
         for s in &records {
             self.store.delete(&keys::status_key(&s.upload_id)?)?;
             done.enrollments += 1;

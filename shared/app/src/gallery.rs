@@ -104,34 +104,68 @@ impl DatasetWriter {
     }
 }
 
-/// The gallery served by this process.
+/// The gallery served by this process. Opening it reads nothing: the current version is loaded
+/// by the first search (or by [`GalleryView::warm`], which a server runs in the background as it
+/// starts), so a process is ready at once whatever the gallery's size, and requests that need no
+/// embeddings (pages, identities, pictures) never load them.
 pub struct GalleryView {
     store: Arc<dyn ObjectStore>,
-    current: RwLock<Arc<Gallery>>,
+    /// `None` until loaded.
+    current: RwLock<Option<Arc<Gallery>>>,
+    /// One load at a time.
+    loading: Mutex<()>,
     /// People being erased: never shown or matched, even before the erasure commits.
     hidden: RwLock<HashSet<String>>,
 }
 
 impl GalleryView {
-    /// Loads the current dataset version.
-    pub fn load(store: Arc<dyn ObjectStore>) -> Result<Self> {
-        let view = GalleryView {
+    /// The gallery over `store`, not loaded yet.
+    pub fn open(store: Arc<dyn ObjectStore>) -> Self {
+        GalleryView {
             store,
-            current: RwLock::new(Arc::new(Gallery::default())),
+            current: RwLock::new(None),
+            loading: Mutex::new(()),
             hidden: RwLock::new(HashSet::new()),
-        };
+        }
+    }
+
+    /// The gallery over `store`, loaded now.
+    pub fn load(store: Arc<dyn ObjectStore>) -> Result<Self> {
+        let view = Self::open(store);
         view.refresh()?;
         Ok(view)
     }
 
-    /// The gallery searched now.
-    pub fn current(&self) -> Arc<Gallery> {
-        sync::read(&self.current).clone()
+    /// The gallery searched now, loading the current version first if nothing is loaded yet.
+    pub fn current(&self) -> Result<Arc<Gallery>> {
+        if let Some(g) = sync::read(&self.current).clone() {
+            return Ok(g);
+        }
+        let _one = sync::lock(&self.loading);
+        if let Some(g) = sync::read(&self.current).clone() {
+            return Ok(g);
+        }
+        self.refresh()?;
+        Ok(sync::read(&self.current).clone().unwrap_or_default())
     }
 
-    /// The dataset version searched now (0: none yet).
-    pub fn version(&self) -> u64 {
-        self.current().version()
+    /// Loads the gallery now if nothing is loaded yet (a server's start, in the background);
+    /// a failure is logged (the first search tries again).
+    pub fn warm(&self) {
+        let started = std::time::Instant::now();
+        match self.current() {
+            Ok(g) => tracing::info!(
+                rows = g.rows(),
+                ms = started.elapsed().as_millis() as u64,
+                "gallery loaded"
+            ),
+            Err(e) => tracing::error!(error = %e, "cannot load the gallery"),
+        }
+    }
+
+    /// The dataset version loaded (`None`: nothing loaded yet; 0: an empty dataset).
+    pub fn loaded_version(&self) -> Option<u64> {
+        sync::read(&self.current).as_ref().map(|g| g.version())
     }
 
     /// Loads the current dataset version; returns it.
@@ -141,8 +175,17 @@ impl GalleryView {
             None => Gallery::default(),
         };
         let v = g.version();
-        *sync::write(&self.current) = Arc::new(g);
+        *sync::write(&self.current) = Some(Arc::new(g));
         Ok(v)
+    }
+
+    /// [`GalleryView::refresh`] when a version is loaded (one committed here is then searched at
+    /// once); nothing otherwise (the first search loads the newest).
+    pub fn refresh_if_loaded(&self) -> Result<()> {
+        if self.loaded_version().is_some() {
+            self.refresh()?;
+        }
+        Ok(())
     }
 
     /// Reloads when `dataset/CURRENT` moved (another process committed); errors are logged.
@@ -155,16 +198,19 @@ impl GalleryView {
                 return;
             }
         };
-        if current.is_some_and(|v| v != self.version()) {
+        let Some(loaded) = self.loaded_version() else {
+            return;
+        };
+        if current.is_some_and(|v| v != loaded) {
             if let Err(e) = self.refresh() {
                 tracing::error!(error = %e, "cannot load the new dataset version");
             }
         }
     }
 
-    /// Reloads when `version` is newer than the one served (someone was just indexed in it).
+    /// Reloads when `version` is newer than the one loaded (someone was just indexed in it).
     pub fn catch_up(&self, version: u64) -> Result<()> {
-        if version > self.version() {
+        if self.loaded_version().is_some_and(|v| version > v) {
             self.refresh()?;
         }
         Ok(())

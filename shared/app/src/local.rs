@@ -94,6 +94,9 @@ impl Local {
         let weak = Arc::downgrade(&local);
         spawn("twin-dataset", move || dataset_worker(weak))?;
         local.models.check();
+        // The gallery loads in the background: the server answers at once.
+        let gallery = local.gallery.clone();
+        spawn("twin-gallery", move || gallery.warm())?;
         let weak = Arc::downgrade(&local);
         let poll = config.model_poll;
         spawn("twin-models", move || loop {
@@ -126,7 +129,7 @@ impl Local {
                 "dataset compacted on opening"
             );
         }
-        let gallery = Arc::new(GalleryView::load(store.clone())?);
+        let gallery = Arc::new(GalleryView::open(store.clone()));
         let models = Arc::new(ModelServing::new(
             store.clone(),
             engines.backbone.clone(),

@@ -100,7 +100,7 @@ impl Matching {
             }
             None => (self.models.backbone().embed(&batch)?, None),
         };
-        let gallery = self.gallery.current();
+        let gallery = self.gallery.current()?;
         // Erased identities are never returned, even while the head still has them: the
         // gallery only holds identities of the current dataset version.
         let hidden = self.gallery.hidden();
