@@ -133,14 +133,24 @@ impl Enrollments {
 
     /// Checks that `upload_id` still waits for its upload (before reading a large body).
     pub fn expect_upload(&self, upload_id: &str) -> Result<EnrollmentStatus> {
-        let status = self.status(upload_id)?;
+        Ok(self.waiting_record(upload_id)?.0)
+    }
+
+    /// The record of an enrollment still waiting for its upload, with its tag (for the
+    /// conditional write that records the upload).
+    fn waiting_record(&self, upload_id: &str) -> Result<(EnrollmentStatus, String)> {
+        let missing = || Error::NotFound(format!("no enrollment {upload_id:?}"));
+        let key = keys::status_key(upload_id).map_err(|_| missing())?;
+        let read = self.store.get(&key)?.ok_or_else(missing)?;
+        let status: EnrollmentStatus = serde_json::from_slice(&read.data)
+            .map_err(|e| Error::Internal(format!("{key} is damaged: {e}")))?;
         if status.state != EnrollmentState::Created {
             return Err(Error::Conflict(
                 "this enrollment already has its video; start a new enrollment to send another"
                     .into(),
             ));
         }
-        Ok(status)
+        Ok((status, read.tag))
     }
 
     /// Stores an enrollment's video or photo sent to this process (`created → uploaded`); the
@@ -151,13 +161,7 @@ impl Enrollments {
         content_type: &str,
         bytes: &[u8],
     ) -> Result<EnrollmentStatus> {
-        let key = keys::status_key(upload_id)
-            .map_err(|_| Error::NotFound(format!("no enrollment {upload_id:?}")))?;
-        let read = self
-            .store
-            .get(&key)?
-            .ok_or_else(|| Error::NotFound(format!("no enrollment {upload_id:?}")))?;
-        let mut status = self.expect_upload(upload_id)?;
+        let (mut status, tag) = self.waiting_record(upload_id)?;
         let media = Media::from_mime(content_type).ok_or_else(|| {
             Error::UnsupportedMedia(format!(
                 "{content_type:?} is not accepted: send {}",
@@ -177,7 +181,7 @@ impl Enrollments {
         self.store.put(&upload_key, bytes, Condition::None)?;
         status.upload(upload_key)?;
         // Only if nobody else stored an upload for it meanwhile (two PUTs at once: one wins).
-        enrollment::save_status(&*self.store, &status, Condition::IfMatch(read.tag)).map_err(
+        enrollment::save_status(&*self.store, &status, Condition::IfMatch(tag)).map_err(
             |e| match e {
                 twin_core::enrollment::StepError::Conflict(_) => Error::Conflict(
                     "this enrollment already has its video; start a new enrollment to send another"

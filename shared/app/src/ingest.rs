@@ -231,9 +231,7 @@ impl Ingest {
         let upload = keys::parse_upload_key(key)
             .ok_or_else(|| Error::BadInput(format!("{key} is not uploads/<person>/<file>")))?;
         // An upload of a person who was erased (it arrived after the erasure): deleted unread.
-        let refused = dataset::load_current_manifest(&*self.store)?
-            .map(|m| m.erased_uploads)
-            .unwrap_or_default();
+        let refused = dataset::refused_uploads(&*self.store)?;
         let drop_id = keys::drop_upload_id(key, tag);
         if let Some(id) = upload
             .upload_id

@@ -237,6 +237,18 @@ pub fn load_current_manifest(store: &dyn ObjectStore) -> Result<Option<Manifest>
     with_fallback(store, n, |v| load_manifest(store, v)).map(Some)
 }
 
+/// The uploads the current version refuses for good (erased people's), read from its version
+/// file alone (no segment is read).
+pub fn refused_uploads(store: &dyn ObjectStore) -> Result<BTreeSet<String>, DatasetError> {
+    let Some((n, _)) = current_version(store)? else {
+        return Ok(BTreeSet::new());
+    };
+    Ok(match with_fallback(store, n, |v| read_stored(store, v))? {
+        Stored::V2(f) => f.erased_uploads,
+        Stored::V1(m) => m.erased_uploads,
+    })
+}
+
 /// The version `dataset/CURRENT` names, with the pointer's tag.
 fn current_version(store: &dyn ObjectStore) -> Result<Option<(u64, String)>, DatasetError> {
     let Some(ptr) = store.get(DATASET_CURRENT)? else {
@@ -887,16 +899,17 @@ pub fn compact(store: &dyn ObjectStore) -> Result<Compaction, DatasetError> {
         let Some((n, tag)) = current_version(store)? else {
             return Ok(Compaction::default());
         };
-        let (file, _) = with_fallback(store, n, |v| read_file_and_metas(store, v))?;
-        let single = file.v == FORMAT_VERSION && file.segments.len() <= 1 && file.erased.is_empty();
-        if single {
-            // Nothing to rewrite: only what older versions left is deleted.
-            let deleted = collect_garbage(store, file.version)?;
-            return Ok(Compaction {
-                version: file.version,
-                rows: file.segments.iter().map(|s| s.rows).sum(),
-                deleted,
-            });
+        // The version file alone says whether there is anything to rewrite.
+        if let Stored::V2(file) = with_fallback(store, n, |v| read_stored(store, v))? {
+            if file.segments.len() <= 1 && file.erased.is_empty() {
+                // Nothing to rewrite: only what older versions left is deleted.
+                let deleted = collect_garbage(store, file.version)?;
+                return Ok(Compaction {
+                    version: file.version,
+                    rows: file.segments.iter().map(|s| s.rows).sum(),
+                    deleted,
+                });
+            }
         }
         let snapshot = with_fallback(store, n, |v| load_version(store, v))?;
         let version = {
