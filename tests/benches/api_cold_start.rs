@@ -339,12 +339,12 @@ fn in_process_breakdown(
             .expect("embedder"),
         );
     });
-    let store = aws.store();
+    let store: std::sync::Arc<dyn twin_core::store::ObjectStore> = std::sync::Arc::new(aws.store());
     let gallery = time(&mut || {
-        let s = twin_core::dataset::load_current(&store)
+        let v = twin_core::dataset::load_current_for_search(&store)
             .expect("read the dataset")
             .expect("a dataset");
-        std::hint::black_box(Gallery::from_snapshot(s));
+        std::hint::black_box(Gallery::from_search(v));
     });
     vec![
         ("Aws::connect (SDK config)".into(), connect),

@@ -17,8 +17,6 @@ use std::time::Instant;
 
 use image::{imageops, ImageFormat, RgbImage};
 use twin_app::local::{Local, LocalConfig};
-use twin_core::dataset;
-use twin_core::gallery::Gallery;
 use twin_core::media::MAX_PHOTO_BYTES;
 use twin_faces::imageio::{self, Limits};
 use twin_faces::pipeline::{cut_chip, FacePipeline, PipelineOptions};
@@ -149,10 +147,8 @@ fn main() {
         .unwrap_or_else(|e| panic!("cannot open the face pipeline: {e}"));
     let embedder = Embedder::open(&backbone, &EmbedderOptions { threads: THREADS })
         .unwrap_or_else(|e| panic!("cannot open the embedder: {e}"));
-    let snapshot = dataset::load_current(system.store())
-        .expect("read the dataset")
-        .expect("a dataset after the import");
-    let gallery = Gallery::from_snapshot(snapshot);
+    // The gallery the system searches.
+    let gallery = system.gallery.current().expect("the gallery");
     let img = imageio::decode(&photo, &limits).expect("decode");
     let found = pipeline.find_faces_with(&img, false).expect("find faces");
     let chips: Vec<RgbImage> = found.iter().map(|f| cut_chip(&img, f)).collect();

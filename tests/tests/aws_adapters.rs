@@ -12,6 +12,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest, Sha256};
 use twin_aws::{AwsError, PresignedPut};
 use twin_core::dataset::{self, Update};
+use twin_core::gallery::Gallery;
 use twin_core::keys;
 use twin_core::messages::IngestMessage;
 use twin_core::queue::Queue;
@@ -58,6 +59,19 @@ fn s3_store_round_trip_with_etags_and_paged_listing() {
     store.delete("crops/ada/u-1/0.png").unwrap(); // absent: not an error
     assert_eq!(store.get("crops/ada/u-1/0.png").unwrap(), None);
     assert_eq!(store.list("crops/ada/").unwrap(), ["crops/ada/u-1/100.png"]);
+
+    // Ranged reads: only the bytes asked for, fewer at the end, none past it.
+    let part = |start, len| {
+        store
+            .get_range("crops/ada/u-1/100.png", start, len)
+            .unwrap()
+    };
+    assert_eq!(part(7, 4).as_deref(), Some(&b"chip"[..]));
+    assert_eq!(part(7, 100).as_deref(), Some(&b"chip"[..]));
+    assert_eq!(part(7, u64::MAX).as_deref(), Some(&b"chip"[..]));
+    assert_eq!(part(0, u64::MAX).as_deref(), Some(&b"second chip"[..]));
+    assert_eq!(part(50, 4).as_deref(), Some(&b""[..]));
+    assert_eq!(store.get_range("crops/ada/u-1/0.png", 0, 4).unwrap(), None);
 
     // Keys are checked before anything is sent.
     for bad in ["../etc/passwd", "uploads/a b.mp4", "a//b"] {
@@ -565,4 +579,14 @@ fn racing_dataset_commits_through_s3_lose_nothing() {
         "no commit ever lost a race ({claimed} versions claimed for {} commits); the test did not test concurrency",
         ROUNDS * WRITERS
     );
+
+    // The gallery a search reads (rows in ranged reads, crop keys only for the hits) finds each
+    // writer's person by their embedding, with the crop of that row.
+    let gallery = Gallery::from_search(dataset::load_current_for_search(&store).unwrap().unwrap());
+    assert_eq!(gallery.rows(), m.rows);
+    let hit = &gallery.search(&embedding((3 * 10 + 1) * 2 + 1), 1, &|_| false)[0];
+    assert_eq!(hit.slug, "person_r3_w1");
+    assert!(hit.distance < 1e-3, "{hit:?}");
+    let want = &m.identity("person_r3_w1").unwrap().crops[1];
+    assert_eq!(&hit.crop, want);
 }

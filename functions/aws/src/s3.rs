@@ -408,6 +408,48 @@ impl ObjectStore for S3Store {
         })
     }
 
+    /// One `GET` with a `Range` header: only the bytes asked for cross the network.
+    fn get_range(&self, key: &str, start: u64, len: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        check_key(key)?;
+        if len == 0 {
+            return Ok(self.get(key)?.map(|_| Vec::new()));
+        }
+        let req = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .range(match start.checked_add(len) {
+                Some(end) => format!("bytes={start}-{}", end - 1),
+                // To the end of the object.
+                None => format!("bytes={start}-"),
+            });
+        let key = key.to_string();
+        self.bridge.run(async move {
+            let resp = match req.send().await {
+                Ok(r) => r,
+                Err(e) => {
+                    return match store_error(&key, e) {
+                        StoreError::NotFound(_) => Ok(None),
+                        // A range that starts past the end: nothing there.
+                        StoreError::Backend { message, .. } if message.contains("InvalidRange") => {
+                            Ok(Some(Vec::new()))
+                        }
+                        other => Err(other),
+                    };
+                }
+            };
+            let data = resp
+                .body
+                .collect()
+                .await
+                .map_err(|e| backend(&key, e))?
+                .into_bytes()
+                .to_vec();
+            Ok(Some(data))
+        })
+    }
+
     fn put(&self, key: &str, data: &[u8], cond: Condition) -> Result<String, StoreError> {
         check_key(key)?;
         let mut req = self
@@ -436,6 +478,17 @@ impl ObjectStore for S3Store {
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        Ok(self
+            .list_with_age(prefix)?
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect())
+    }
+
+    fn list_with_age(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<(String, Option<std::time::Duration>)>, StoreError> {
         check_key(prefix.trim_end_matches('/'))?;
         let prefix = if prefix.ends_with('/') {
             prefix.to_string()
@@ -456,17 +509,20 @@ impl ObjectStore for S3Store {
                     .send()
                     .await
                     .map_err(|e| store_error(&prefix, e))?;
-                keys.extend(
-                    page.contents()
-                        .iter()
-                        .filter_map(|o| o.key().map(str::to_string)),
-                );
+                let now = std::time::SystemTime::now();
+                keys.extend(page.contents().iter().filter_map(|o| {
+                    let age = o
+                        .last_modified()
+                        .and_then(|t| std::time::SystemTime::try_from(*t).ok())
+                        .map(|t| now.duration_since(t).unwrap_or_default());
+                    o.key().map(|k| (k.to_string(), age))
+                }));
                 match page.next_continuation_token() {
                     Some(t) if page.is_truncated().unwrap_or(false) => token = Some(t.to_string()),
                     _ => break,
                 }
             }
-            keys.sort();
+            keys.sort_by(|a, b| a.0.cmp(&b.0));
             Ok(keys)
         })
     }

@@ -60,7 +60,7 @@ impl DatasetStep {
         };
         // Read once: the uploads already in, those refused, and the version the batch starts
         // from.
-        let (applied, refused, before) = match dataset::load_current_manifest(&*self.store) {
+        let (applied, refused, before) = match dataset::load_current_people(&*self.store) {
             Ok(Some(m)) => (m.applied_uploads, m.erased_uploads, Some(m.version)),
             Ok(None) => Default::default(),
             Err(e) => return all_failed(e.to_string(), bodies.len()),
@@ -194,7 +194,7 @@ impl DatasetStep {
                 .receive(DATASET_BATCH, std::time::Duration::ZERO)
                 .map_err(Error::internal)?;
             if batch.is_empty() {
-                return Ok(dataset::load_current_manifest(&*self.store)?
+                return Ok(dataset::load_current_people(&*self.store)?
                     .map(|m| m.version)
                     .unwrap_or(0));
             }

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use serde::Serialize;
-use twin_core::dataset::{self, Manifest};
+use twin_core::dataset::{self, People};
 use twin_core::enrollment::{self, EnrollmentState, EnrollmentStatus};
 use twin_core::keys;
 use twin_core::media::{self, Media};
@@ -47,7 +47,7 @@ impl Enrollments {
     /// person already in the gallery go to `join` (their slug), which keeps their name.
     pub fn create(&self, name: &str, join: Option<&str>) -> Result<Enrollment> {
         let mut display_name = names::display_name(name)?;
-        let manifest = dataset::load_current_manifest(&*self.store)?;
+        let manifest = dataset::load_current_people(&*self.store)?;
         let slug = match join {
             Some(slug) => {
                 let known = manifest
@@ -106,7 +106,7 @@ impl Enrollments {
     }
 
     /// `base`, or `base_2`, `base_3`, … : the first slug that is nobody's yet.
-    fn free_slug(&self, base: &str, manifest: Option<&Manifest>) -> Result<String> {
+    fn free_slug(&self, base: &str, manifest: Option<&People>) -> Result<String> {
         names::check_slug(base)?;
         for n in 1..=999u32 {
             let slug = if n == 1 {

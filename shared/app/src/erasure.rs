@@ -68,8 +68,8 @@ impl Erasure {
     pub fn erase(&self, slug: &str) -> Result<Erased> {
         let not_found = || Error::NotFound(format!("no identity {slug:?} in the gallery"));
         names::check_slug(slug).map_err(|_| not_found())?;
-        let in_gallery = dataset::load_current_manifest(&*self.store)?
-            .is_some_and(|m| m.identity(slug).is_some());
+        let in_gallery =
+            dataset::load_current_people(&*self.store)?.is_some_and(|m| m.identity(slug).is_some());
         let records: Vec<EnrollmentStatus> = enrollment::list_statuses(&*self.store)?
             .into_iter()
             .filter(|s| s.slug == slug)

@@ -170,8 +170,8 @@ impl GalleryView {
 
     /// Loads the current dataset version; returns it.
     pub fn refresh(&self) -> Result<u64> {
-        let g = match dataset::load_current(&*self.store)? {
-            Some(s) => Gallery::from_snapshot(s),
+        let g = match dataset::load_current_for_search(&self.store)? {
+            Some(v) => Gallery::from_search(v),
             None => Gallery::default(),
         };
         let v = g.version();

@@ -225,7 +225,7 @@ impl Import {
 
     /// The uploads the current dataset version includes.
     fn applied_uploads(&self) -> Result<BTreeSet<String>> {
-        Ok(dataset::load_current_manifest(&*self.store)?
+        Ok(dataset::load_current_people(&*self.store)?
             .map(|m| m.applied_uploads)
             .unwrap_or_default())
     }

@@ -316,7 +316,7 @@ impl Ingest {
         let display_name = names::person_from_folder(folder)?;
         let slug = names::slugify(&display_name);
         names::check_slug(&slug)?;
-        let known = dataset::load_current_manifest(&*self.store)?
+        let known = dataset::load_current_people(&*self.store)?
             .and_then(|m| m.identity(&slug).map(|i| i.display_name.clone()));
         Ok((known.unwrap_or(display_name), slug))
     }

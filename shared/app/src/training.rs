@@ -22,7 +22,7 @@ pub const DEFAULT_TRAIN_MIN_NEW: usize = 1;
 /// A train request when at least `min_new` identities of the current dataset are not in the
 /// promoted model's head (all of them when none is promoted), else `None`.
 pub fn train_due(store: &dyn ObjectStore, min_new: usize) -> Result<Option<TrainRequest>> {
-    let Some(manifest) = dataset::load_current_manifest(store)? else {
+    let Some(manifest) = dataset::load_current_people(store)? else {
         return Ok(None);
     };
     let known: HashSet<String> = match models::current(store)? {
@@ -46,7 +46,7 @@ pub fn train_due(store: &dyn ObjectStore, min_new: usize) -> Result<Option<Train
 /// Makes model `version` forget every person it was trained on who is no longer in the gallery
 /// (erased while it trained: the run read the dataset before the erasure). Returns them.
 pub fn forget_the_erased(store: &dyn ObjectStore, version: u64) -> Result<Vec<String>> {
-    let current = dataset::load_current_manifest(store)?;
+    let current = dataset::load_current_people(store)?;
     let gone: Vec<String> = models::read_labels(store, version)?
         .labels
         .into_iter()
@@ -157,7 +157,7 @@ impl TrainJob {
                 "dataset compacted before training"
             );
         }
-        let Some(current) = dataset::load_current_manifest(&*self.store)?.map(|m| m.version) else {
+        let Some(current) = dataset::load_current_people(&*self.store)?.map(|m| m.version) else {
             return Ok(TrainReport::skipped("there is no dataset yet"));
         };
         let wanted = at_least.unwrap_or(current).min(current);

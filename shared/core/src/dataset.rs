@@ -1,9 +1,10 @@
 //! Dataset versions: append-only segments, small version files, and the `CURRENT` pointer
 //! (`docs/STORAGE.md`).
 //!
-//! A segment is immutable: `dataset/segments/<id>.json` (its identities, their crops, the
-//! uploads it applied) and `dataset/segments/<id>.bin` (one little-endian `f32` row per crop, in
-//! the order of the `.json`), its id a hash of its content. A version is
+//! A segment is immutable: `dataset/segments/<id>.json` (its identities, how many rows each has,
+//! the uploads it applied) and `dataset/segments/<id>.bin` (one little-endian `f32` row per crop,
+//! in the order of the `.json`, then the crop keys of the rows: see [`crate::rows`]), its id a
+//! hash of its content. A version is
 //! `dataset/versions/<n>.json`: the segments it is made of, oldest first, and the people erased
 //! since the rows were written (their rows in earlier segments are dead). A commit writes one new
 //! segment with what is new (kilobytes for one person, whatever the gallery's size), claims `n`
@@ -15,28 +16,38 @@
 //!
 //! Compaction ([`compact`]) writes the live rows as one segment, makes that the current version,
 //! and deletes the older versions and the segments only they used: an erased person's rows, name
-//! and crops are then physically gone. It also migrates a format-1 store (one manifest and one
+//! and crops are then physically gone. It also migrates a format-2 store (crop keys in the
+//! segment descriptions) and a format-1 store (one manifest and one
 //! embeddings file per version, every commit rewriting both) to this format.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use crate::keys::{
     embeddings_key, manifest_key, manifest_version_of, segment_meta_key, segment_rows_key,
-    DATASET_CURRENT, DATASET_EMBEDDINGS_V1, DATASET_VERSIONS,
+    DATASET_CURRENT, DATASET_EMBEDDINGS_V1, DATASET_SEGMENTS, DATASET_VERSIONS,
 };
 use crate::messages::IngestMessage;
+use crate::rows::{self, KeySource, RowData};
 use crate::store::{content_tag, Condition, ObjectStore, StoreError};
 
-/// The storage format this build writes (version files and segments).
-pub const FORMAT_VERSION: u32 = 2;
+/// The storage format this build writes (version files and segments): format 3 keeps a
+/// segment's crop keys after its rows in the `.bin`, so that a search reads only the keys of the
+/// rows it returns.
+pub const FORMAT_VERSION: u32 = 3;
+/// The first segmented format: crop keys in the segment's `.json`.
+pub const FORMAT_V2: u32 = 2;
 /// The first format: a whole manifest and a whole embeddings file per version.
 pub const FORMAT_V1: u32 = 1;
 /// The format of the in-memory [`Manifest`] view.
 pub const MANIFEST_VERSION: u32 = FORMAT_VERSION;
 /// Attempts at moving `CURRENT` before giving up on contention.
 const COMMIT_ATTEMPTS: usize = 20;
+/// How old a segment that no version names must be before a compaction deletes it (a commit
+/// claims its number seconds after writing its segment; an hour is far beyond any commit).
+pub const ORPHAN_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
 /// Segments a version may have before a writer compacts it.
 pub const COMPACT_AFTER_SEGMENTS: usize = 16;
 
@@ -158,7 +169,8 @@ pub enum Update {
     },
 }
 
-/// `dataset/versions/<n>.json` (format 2).
+/// `dataset/versions/<n>.json` (formats 2 and 3: a format-2 version lists format-2 segments,
+/// whose `.json` holds the crop keys).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct VersionFile {
     /// Format version (2).
@@ -216,9 +228,29 @@ struct ManifestV1 {
     erased_uploads: BTreeSet<String>,
 }
 
-/// A version file as stored: this format or the first.
+/// A format-3 segment description as stored: each identity's number of rows instead of its crop
+/// keys (those follow the rows in the `.bin`).
+#[derive(Serialize, Deserialize)]
+struct SegmentFile {
+    v: u32,
+    dim: usize,
+    rows: usize,
+    identities: Vec<SegmentIdentity>,
+    uploads: BTreeSet<String>,
+}
+
+/// One identity of a [`SegmentFile`].
+#[derive(Serialize, Deserialize)]
+struct SegmentIdentity {
+    slug: String,
+    display_name: String,
+    rows: usize,
+    uploads: Vec<String>,
+}
+
+/// A version file as stored: segmented (formats 2 and 3) or the first format.
 enum Stored {
-    V2(VersionFile),
+    Segmented(VersionFile),
     V1(Box<ManifestV1>),
 }
 
@@ -244,7 +276,7 @@ pub fn refused_uploads(store: &dyn ObjectStore) -> Result<BTreeSet<String>, Data
         return Ok(BTreeSet::new());
     };
     Ok(match with_fallback(store, n, |v| read_stored(store, v))? {
-        Stored::V2(f) => f.erased_uploads,
+        Stored::Segmented(f) => f.erased_uploads,
         Stored::V1(m) => m.erased_uploads,
     })
 }
@@ -317,14 +349,14 @@ fn read_stored(store: &dyn ObjectStore, n: u64) -> Result<Stored, DatasetError> 
         FORMAT_V1 => Stored::V1(Box::new(
             serde_json::from_value(value).map_err(|e| bad(e.to_string()))?,
         )),
-        FORMAT_VERSION => {
-            Stored::V2(serde_json::from_value(value).map_err(|e| bad(e.to_string()))?)
+        FORMAT_V2 | FORMAT_VERSION => {
+            Stored::Segmented(serde_json::from_value(value).map_err(|e| bad(e.to_string()))?)
         }
         other => return Err(bad(format!("format {other} is not one this build reads"))),
     };
     let version = match &stored {
         Stored::V1(m) => m.version,
-        Stored::V2(f) => f.version,
+        Stored::Segmented(f) => f.version,
     };
     if version != n {
         return Err(bad(format!("its file says version {version}")));
@@ -332,7 +364,7 @@ fn read_stored(store: &dyn ObjectStore, n: u64) -> Result<Stored, DatasetError> 
     Ok(stored)
 }
 
-/// Reads a segment's description.
+/// Reads a segment's description (with its crop keys, from the `.bin` in format 3).
 fn read_segment_meta(
     store: &dyn ObjectStore,
     n: u64,
@@ -343,8 +375,42 @@ fn read_segment_meta(
     let obj = store
         .get(&key)?
         .ok_or_else(|| bad(format!("segment {} is missing", seg.id)))?;
-    let meta: SegmentMeta =
-        serde_json::from_slice(&obj.data).map_err(|e| bad(format!("segment {}: {e}", seg.id)))?;
+    let format = serde_json::from_slice::<FormatOnly>(&obj.data)
+        .map_err(|e| bad(format!("segment {}: {e}", seg.id)))?
+        .v;
+    let meta = match format {
+        FORMAT_V2 => serde_json::from_slice::<SegmentMeta>(&obj.data)
+            .map_err(|e| bad(format!("segment {}: {e}", seg.id)))?,
+        FORMAT_VERSION => {
+            let file: SegmentFile = serde_json::from_slice(&obj.data)
+                .map_err(|e| bad(format!("segment {}: {e}", seg.id)))?;
+            let bin = segment_rows_key(&seg.id).map_err(|e| bad(e.to_string()))?;
+            let table = store
+                .get_range(&bin, (file.rows * file.dim * 4) as u64, u64::MAX)?
+                .ok_or_else(|| bad(format!("the rows of segment {} are missing", seg.id)))?;
+            let mut keys = rows::decode_keys(&table, file.rows)
+                .map_err(|m| bad(format!("segment {}: {m}", seg.id)))?
+                .into_iter();
+            let identities = file
+                .identities
+                .into_iter()
+                .map(|i| Identity {
+                    crops: keys.by_ref().take(i.rows).collect(),
+                    slug: i.slug,
+                    display_name: i.display_name,
+                    uploads: i.uploads,
+                })
+                .collect();
+            SegmentMeta {
+                v: FORMAT_VERSION,
+                dim: file.dim,
+                rows: file.rows,
+                identities,
+                uploads: file.uploads,
+            }
+        }
+        other => return Err(bad(format!("segment {} is in format {other}", seg.id))),
+    };
     let rows: usize = meta.identities.iter().map(|i| i.crops.len()).sum();
     if rows != meta.rows || meta.rows != seg.rows {
         return Err(bad(format!("segment {} does not add up", seg.id)));
@@ -352,19 +418,29 @@ fn read_segment_meta(
     Ok(meta)
 }
 
-/// Reads a segment's embeddings.
+/// The format of a stored description, read alone.
+#[derive(Deserialize)]
+struct FormatOnly {
+    v: u32,
+}
+
+/// Reads a segment's embeddings (a format-3 `.bin` has its keys table after them).
 fn read_segment_rows(
     store: &dyn ObjectStore,
     n: u64,
     seg: &SegmentRef,
-    dim: usize,
+    meta: &SegmentMeta,
 ) -> Result<Vec<f32>, DatasetError> {
     let bad = corrupt(n);
     let key = segment_rows_key(&seg.id).map_err(|e| bad(e.to_string()))?;
-    let obj = store
-        .get(&key)?
-        .ok_or_else(|| bad(format!("the rows of segment {} are missing", seg.id)))?;
-    decode_rows(&obj.data, seg.rows, dim).map_err(|m| bad(format!("segment {}: {m}", seg.id)))
+    let values = seg.rows * meta.dim;
+    let data = if meta.v == FORMAT_V2 {
+        store.get(&key)?.map(|t| t.data)
+    } else {
+        store.get_range(&key, 0, values as u64 * 4)?
+    }
+    .ok_or_else(|| bad(format!("the rows of segment {} are missing", seg.id)))?;
+    decode_rows(&data, seg.rows, meta.dim).map_err(|m| bad(format!("segment {}: {m}", seg.id)))
 }
 
 fn decode_rows(data: &[u8], rows: usize, dim: usize) -> Result<Vec<f32>, String> {
@@ -462,7 +538,7 @@ fn read_file_and_metas(
     n: u64,
 ) -> Result<(VersionFile, Vec<SegmentMeta>), DatasetError> {
     match read_stored(store, n)? {
-        Stored::V2(file) => {
+        Stored::Segmented(file) => {
             let metas = file
                 .segments
                 .iter()
@@ -517,7 +593,8 @@ pub fn load_version(store: &dyn ObjectStore, n: u64) -> Result<Snapshot, Dataset
     } else {
         file.segments
             .iter()
-            .map(|s| read_segment_rows(store, n, s, file.dim))
+            .zip(&metas)
+            .map(|(s, meta)| read_segment_rows(store, n, s, meta))
             .collect::<Result<_, _>>()?
     };
     let dim = file.dim;
@@ -547,6 +624,414 @@ pub fn load_version(store: &dyn ObjectStore, n: u64) -> Result<Snapshot, Dataset
         manifest,
         embeddings,
     })
+}
+
+/// A version's people without their crop keys or rows: what callers that only ask who is in
+/// the gallery, under which name, and which uploads are in or refused read (ingest, enrolling,
+/// the dataset step, training's trigger, erasure). It reads the version file and the segments'
+/// `.json`s, never a `.bin`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct People {
+    /// The version.
+    pub version: u64,
+    /// Live identities, sorted by slug.
+    pub identities: Vec<Person>,
+    /// Uploads already applied.
+    pub applied_uploads: BTreeSet<String>,
+    /// Uploads refused for good.
+    pub erased_uploads: BTreeSet<String>,
+}
+
+/// One identity of [`People`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Person {
+    /// Its slug.
+    pub slug: String,
+    /// Its name (the latest given).
+    pub display_name: String,
+    /// Its rows (crops).
+    pub rows: usize,
+    /// The uploads its crops came from.
+    pub uploads: Vec<String>,
+}
+
+impl People {
+    /// The identity with this slug.
+    pub fn identity(&self, slug: &str) -> Option<&Person> {
+        self.identities
+            .binary_search_by(|i| i.slug.as_str().cmp(slug))
+            .ok()
+            .map(|i| &self.identities[i])
+    }
+}
+
+/// A segment description as [`People`] reads it (format 2's crop keys only counted).
+#[derive(Deserialize)]
+struct PeopleSegment {
+    v: u32,
+    rows: usize,
+    identities: Vec<PeopleIdentity>,
+    uploads: BTreeSet<String>,
+}
+
+#[derive(Deserialize)]
+struct PeopleIdentity {
+    slug: String,
+    display_name: String,
+    #[serde(default)]
+    rows: usize,
+    #[serde(default)]
+    crops: Vec<serde::de::IgnoredAny>,
+    uploads: Vec<String>,
+}
+
+/// Reads the current version's people (see [`People`]); a damaged version falls back to the
+/// newest good one.
+pub fn load_current_people(store: &dyn ObjectStore) -> Result<Option<People>, DatasetError> {
+    let Some((n, _)) = current_version(store)? else {
+        return Ok(None);
+    };
+    with_fallback(store, n, |v| load_people(store, v)).map(Some)
+}
+
+/// Reads version `n`'s people (see [`People`]).
+pub fn load_people(store: &dyn ObjectStore, n: u64) -> Result<People, DatasetError> {
+    let bad = corrupt(n);
+    let file = match read_stored(store, n)? {
+        Stored::Segmented(f) => f,
+        Stored::V1(_) => {
+            let m = load_manifest(store, n)?;
+            return Ok(People {
+                version: m.version,
+                identities: m
+                    .identities
+                    .into_iter()
+                    .map(|i| Person {
+                        rows: i.crops.len(),
+                        slug: i.slug,
+                        display_name: i.display_name,
+                        uploads: i.uploads,
+                    })
+                    .collect(),
+                applied_uploads: m.applied_uploads,
+                erased_uploads: m.erased_uploads,
+            });
+        }
+    };
+    let mut people: BTreeMap<String, Person> = BTreeMap::new();
+    let mut applied = BTreeSet::new();
+    for (si, seg) in file.segments.iter().enumerate() {
+        let key = segment_meta_key(&seg.id).map_err(|e| bad(e.to_string()))?;
+        let obj = store
+            .get(&key)?
+            .ok_or_else(|| bad(format!("segment {} is missing", seg.id)))?;
+        let mut p: PeopleSegment = serde_json::from_slice(&obj.data)
+            .map_err(|e| bad(format!("segment {}: {e}", seg.id)))?;
+        if p.v == FORMAT_V2 {
+            for i in &mut p.identities {
+                i.rows = i.crops.len();
+            }
+        } else if p.v != FORMAT_VERSION {
+            return Err(bad(format!("segment {} is in format {}", seg.id, p.v)));
+        }
+        if p.identities.iter().map(|i| i.rows).sum::<usize>() != p.rows || p.rows != seg.rows {
+            return Err(bad(format!("segment {} does not add up", seg.id)));
+        }
+        applied.extend(p.uploads);
+        for i in p.identities {
+            if file.erased.get(&i.slug).is_some_and(|&upto| si < upto) {
+                continue;
+            }
+            let e = people.entry(i.slug.clone()).or_insert_with(|| Person {
+                slug: i.slug,
+                display_name: String::new(),
+                rows: 0,
+                uploads: Vec::new(),
+            });
+            e.display_name = i.display_name;
+            e.rows += i.rows;
+            for u in i.uploads {
+                if !e.uploads.contains(&u) {
+                    e.uploads.push(u);
+                }
+            }
+        }
+    }
+    for u in &file.erased_uploads {
+        applied.remove(u);
+    }
+    Ok(People {
+        version: file.version,
+        identities: people.into_values().collect(),
+        applied_uploads: applied,
+        erased_uploads: file.erased_uploads,
+    })
+}
+
+/// A row that belongs to no live identity (an erased person's, before compaction drops it).
+pub const DEAD_ROW: u32 = u32::MAX;
+/// Bytes per ranged read when a segment's rows are read from a store that is not a folder.
+const RANGE_BYTES: usize = 8 << 20;
+/// Ranged reads in flight at once.
+const RANGE_READERS: usize = 8;
+
+/// A version as a search reads it: each live identity's name, the identity of every row, and
+/// each segment's rows with where its crop keys are. No crop key is read until a search returns
+/// its row, and no norm or mean is computed: on a local store the rows are the segment files
+/// mapped into memory, elsewhere they are read in parallel ranges.
+#[derive(Debug)]
+pub struct SearchVersion {
+    /// The version.
+    pub version: u64,
+    /// Embedding length.
+    pub dim: usize,
+    /// (slug, display name) of each live identity, sorted by slug.
+    pub names: Vec<(String, String)>,
+    /// Each row's identity (an index into `names`) or [`DEAD_ROW`], segment after segment.
+    pub owner: Vec<u32>,
+    /// Each segment's rows and crop keys, in order.
+    pub segments: Vec<(Arc<RowData>, KeySource)>,
+}
+
+impl From<Snapshot> for SearchVersion {
+    fn from(s: Snapshot) -> Self {
+        let mut owner = Vec::with_capacity(s.manifest.rows);
+        let mut keys = Vec::with_capacity(s.manifest.rows);
+        let mut names = Vec::with_capacity(s.manifest.identities.len());
+        for (i, ident) in s.manifest.identities.into_iter().enumerate() {
+            owner.extend(std::iter::repeat_n(i as u32, ident.crops.len()));
+            keys.extend(ident.crops);
+            names.push((ident.slug, ident.display_name));
+        }
+        SearchVersion {
+            version: s.manifest.version,
+            dim: s.manifest.dim,
+            names,
+            owner,
+            segments: vec![(
+                Arc::new(RowData::Owned(s.embeddings)),
+                KeySource::Listed(keys),
+            )],
+        }
+    }
+}
+
+/// A segment description as a search reads it: names and row counts (format 3), or crop keys
+/// (format 2); the uploads are skipped.
+#[derive(Deserialize)]
+struct LeanSegment {
+    v: u32,
+    dim: usize,
+    rows: usize,
+    identities: Vec<LeanIdentity>,
+}
+
+#[derive(Deserialize)]
+struct LeanIdentity {
+    slug: String,
+    display_name: String,
+    #[serde(default)]
+    rows: usize,
+    #[serde(default)]
+    crops: Vec<String>,
+}
+
+/// Reads the current version for search (see [`SearchVersion`]); a damaged one falls back to the
+/// newest good version.
+pub fn load_current_for_search(
+    store: &Arc<dyn ObjectStore>,
+) -> Result<Option<SearchVersion>, DatasetError> {
+    let Some((n, _)) = current_version(&**store)? else {
+        return Ok(None);
+    };
+    with_fallback(&**store, n, |v| load_for_search(store, v)).map(Some)
+}
+
+/// Reads version `n` for search (see [`SearchVersion`]).
+pub fn load_for_search(
+    store: &Arc<dyn ObjectStore>,
+    n: u64,
+) -> Result<SearchVersion, DatasetError> {
+    let bad = corrupt(n);
+    let file = match read_stored(&**store, n)? {
+        Stored::Segmented(f) => f,
+        Stored::V1(_) => return Ok(load_version(&**store, n)?.into()),
+    };
+    let mut lean = Vec::with_capacity(file.segments.len());
+    for seg in &file.segments {
+        let key = segment_meta_key(&seg.id).map_err(|e| bad(e.to_string()))?;
+        let obj = store
+            .get(&key)?
+            .ok_or_else(|| bad(format!("segment {} is missing", seg.id)))?;
+        let mut l: LeanSegment = serde_json::from_slice(&obj.data)
+            .map_err(|e| bad(format!("segment {}: {e}", seg.id)))?;
+        if l.v == FORMAT_V2 {
+            for i in &mut l.identities {
+                i.rows = i.crops.len();
+            }
+        } else if l.v != FORMAT_VERSION {
+            return Err(bad(format!("segment {} is in format {}", seg.id, l.v)));
+        }
+        let rows: usize = l.identities.iter().map(|i| i.rows).sum();
+        if rows != l.rows || l.rows != seg.rows || l.dim != file.dim {
+            return Err(bad(format!("segment {} does not add up", seg.id)));
+        }
+        lean.push(l);
+    }
+    let dead = |si: usize, slug: &str| file.erased.get(slug).is_some_and(|&upto| si < upto);
+    // Later segments rename.
+    let mut display: BTreeMap<&str, &str> = BTreeMap::new();
+    for (si, l) in lean.iter().enumerate() {
+        for i in l.identities.iter().filter(|i| !dead(si, &i.slug)) {
+            display.insert(&i.slug, &i.display_name);
+        }
+    }
+    let names: Vec<(String, String)> = display
+        .into_iter()
+        .map(|(s, d)| (s.to_string(), d.to_string()))
+        .collect();
+    let mut owner = Vec::with_capacity(lean.iter().map(|l| l.rows).sum());
+    for (si, l) in lean.iter().enumerate() {
+        for i in &l.identities {
+            let idx = if dead(si, &i.slug) {
+                DEAD_ROW
+            } else {
+                names
+                    .binary_search_by(|(s, _)| s.as_str().cmp(&i.slug))
+                    .map_or(DEAD_ROW, |x| x as u32)
+            };
+            owner.extend(std::iter::repeat_n(idx, i.rows));
+        }
+    }
+    let mut segments = Vec::with_capacity(lean.len());
+    for (seg, l) in file.segments.iter().zip(lean) {
+        let key = segment_rows_key(&seg.id).map_err(|e| bad(e.to_string()))?;
+        let values = seg.rows * file.dim;
+        let table = if l.v == FORMAT_VERSION {
+            (seg.rows + 1) * 4
+        } else {
+            0
+        };
+        let mapped = store
+            .file_of(&key)
+            .and_then(|path| rows::map_rows(&path, values));
+        let (data, keys) = match mapped {
+            Some(RowData::Mapped { map, values }) => {
+                if map.len() < values * 4 + table || (table == 0 && map.len() != values * 4) {
+                    return Err(bad(format!(
+                        "segment {}: {} bytes of rows for {} rows of {}",
+                        seg.id,
+                        map.len(),
+                        seg.rows,
+                        file.dim
+                    )));
+                }
+                let data = Arc::new(RowData::Mapped { map, values });
+                let keys = if l.v == FORMAT_VERSION {
+                    KeySource::Mapped {
+                        rows: data.clone(),
+                        at: values * 4,
+                        count: seg.rows,
+                    }
+                } else {
+                    KeySource::Listed(l.identities.into_iter().flat_map(|i| i.crops).collect())
+                };
+                (data, keys)
+            }
+            _ => {
+                let data = Arc::new(RowData::Owned(read_rows_in_ranges(
+                    &**store, n, &seg.id, &key, values,
+                )?));
+                let keys = if l.v == FORMAT_VERSION {
+                    KeySource::Stored {
+                        store: store.clone(),
+                        key,
+                        at: values as u64 * 4,
+                        rows: seg.rows,
+                    }
+                } else {
+                    KeySource::Listed(l.identities.into_iter().flat_map(|i| i.crops).collect())
+                };
+                (data, keys)
+            }
+        };
+        segments.push((data, keys));
+    }
+    Ok(SearchVersion {
+        version: file.version,
+        dim: file.dim,
+        names,
+        owner,
+        segments,
+    })
+}
+
+/// Reads the first `values` floats of `key`, in ranges of [`RANGE_BYTES`] fetched by up to
+/// [`RANGE_READERS`] threads at once (a large segment on S3 arrives at the bandwidth of several
+/// connections, not one).
+fn read_rows_in_ranges(
+    store: &dyn ObjectStore,
+    n: u64,
+    id: &str,
+    key: &str,
+    values: usize,
+) -> Result<Vec<f32>, DatasetError> {
+    let bad = corrupt(n);
+    let mut out = vec![0f32; values];
+    let per = RANGE_BYTES / 4;
+    let slots: Vec<std::sync::Mutex<(usize, &mut [f32])>> = out
+        .chunks_mut(per)
+        .enumerate()
+        .map(std::sync::Mutex::new)
+        .collect();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let failed: std::sync::Mutex<Option<DatasetError>> = std::sync::Mutex::new(None);
+    let read = || loop {
+        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let Some(slot) = slots.get(i) else { break };
+        let mut slot = crate::sync::lock(slot);
+        let (index, dst) = &mut *slot;
+        let index = *index;
+        let start = (index * per * 4) as u64;
+        let want = dst.len() * 4;
+        let got = match store.get_range(key, start, want as u64) {
+            Ok(Some(b)) if b.len() == want => b,
+            Ok(Some(b)) => {
+                *crate::sync::lock(&failed) = Some(bad(format!(
+                    "segment {id}: {} bytes of rows where {want} were expected",
+                    b.len()
+                )));
+                break;
+            }
+            Ok(None) => {
+                *crate::sync::lock(&failed) =
+                    Some(bad(format!("the rows of segment {id} are missing")));
+                break;
+            }
+            Err(e) => {
+                *crate::sync::lock(&failed) = Some(e.into());
+                break;
+            }
+        };
+        for (v, c) in dst.iter_mut().zip(got.chunks_exact(4)) {
+            *v = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        }
+    };
+    let readers = RANGE_READERS.min(slots.len());
+    if readers <= 1 {
+        read();
+    } else {
+        std::thread::scope(|s| {
+            for _ in 0..readers {
+                s.spawn(read);
+            }
+        });
+    }
+    drop(slots);
+    match failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        Some(e) => Err(e),
+        None => Ok(out),
+    }
 }
 
 /// The base a commit starts from: the current version (with its pointer's tag) or nothing.
@@ -615,8 +1100,30 @@ fn write_segment(
     meta: &SegmentMeta,
     rows: &[f32],
 ) -> Result<SegmentRef, DatasetError> {
-    let body = serde_json::to_vec(meta).expect("a segment description serializes");
-    let bin = encode_rows(rows);
+    let file = SegmentFile {
+        v: FORMAT_VERSION,
+        dim: meta.dim,
+        rows: meta.rows,
+        identities: meta
+            .identities
+            .iter()
+            .map(|i| SegmentIdentity {
+                slug: i.slug.clone(),
+                display_name: i.display_name.clone(),
+                rows: i.crops.len(),
+                uploads: i.uploads.clone(),
+            })
+            .collect(),
+        uploads: meta.uploads.clone(),
+    };
+    let body = serde_json::to_vec(&file).expect("a segment description serializes");
+    let mut bin = encode_rows(rows);
+    rows::encode_keys(
+        &mut bin,
+        meta.identities
+            .iter()
+            .flat_map(|i| i.crops.iter().map(String::as_str)),
+    );
     let id = format!("{}{}", content_tag(&body), content_tag(&bin));
     let key = |f: fn(&str) -> Result<String, crate::names::NameError>| {
         f(&id).map_err(|e| DatasetError::Store(StoreError::InvalidKey(e.to_string())))
@@ -797,7 +1304,7 @@ pub fn commit(
     }
     for attempt in 0..COMMIT_ATTEMPTS {
         let base = read_base(store, dim)?;
-        if base.file.v == FORMAT_VERSION && base.file.version > 0 && base.file.dim != dim {
+        if base.file.v != FORMAT_V1 && base.file.version > 0 && base.file.dim != dim {
             return Err(DatasetError::Dimension {
                 got: dim,
                 want: base.file.dim,
@@ -822,7 +1329,12 @@ pub fn commit(
             }
         } else {
             VersionFile {
-                v: FORMAT_VERSION,
+                // A version that still lists format-2 segments says so (and is compacted).
+                v: if base.metas.iter().all(|m| m.v == FORMAT_VERSION) {
+                    FORMAT_VERSION
+                } else {
+                    FORMAT_V2
+                },
                 version: 0,
                 parent: (base.file.version > 0).then_some(base.file.version),
                 dim,
@@ -875,7 +1387,7 @@ pub struct Compaction {
     pub deleted: usize,
 }
 
-/// Whether the current version should be compacted: a format-1 store (to migrate), erased
+/// Whether the current version should be compacted: a format-1 or format-2 store (to migrate), erased
 /// people whose rows are still stored, or more than [`COMPACT_AFTER_SEGMENTS`] segments. (Older
 /// version files alone are no reason: they are small, name nobody, and go with the next
 /// compaction.)
@@ -885,23 +1397,27 @@ pub fn needs_compaction(store: &dyn ObjectStore) -> Result<bool, DatasetError> {
     };
     Ok(match read_stored(store, n)? {
         Stored::V1(_) => true,
-        Stored::V2(f) => !f.erased.is_empty() || f.segments.len() > COMPACT_AFTER_SEGMENTS,
+        Stored::Segmented(f) => {
+            f.v < FORMAT_VERSION
+                || !f.erased.is_empty()
+                || f.segments.len() > COMPACT_AFTER_SEGMENTS
+        }
     })
 }
 
 /// Rewrites the current version's live rows as one segment (dropping erased people's rows and
 /// names), makes it current (the same conditional write as a commit: a concurrent commit is
 /// never lost, it wins and the compaction tries again), then deletes the older version files,
-/// the segments no current version uses, and format-1 embeddings. A format-1 store becomes a
-/// format-2 store here. Returns what it did (nothing to do: the current version unchanged).
+/// the segments no current version uses, and format-1 embeddings. A format-1 or format-2 store
+/// becomes a format-3 store here. Returns what it did (nothing to do: the current version unchanged).
 pub fn compact(store: &dyn ObjectStore) -> Result<Compaction, DatasetError> {
     for attempt in 0..COMMIT_ATTEMPTS {
         let Some((n, tag)) = current_version(store)? else {
             return Ok(Compaction::default());
         };
         // The version file alone says whether there is anything to rewrite.
-        if let Stored::V2(file) = with_fallback(store, n, |v| read_stored(store, v))? {
-            if file.segments.len() <= 1 && file.erased.is_empty() {
+        if let Stored::Segmented(file) = with_fallback(store, n, |v| read_stored(store, v))? {
+            if file.v == FORMAT_VERSION && file.segments.len() <= 1 && file.erased.is_empty() {
                 // Nothing to rewrite: only what older versions left is deleted.
                 let deleted = collect_garbage(store, file.version)?;
                 return Ok(Compaction {
@@ -963,7 +1479,7 @@ pub fn compact(store: &dyn ObjectStore) -> Result<Compaction, DatasetError> {
 /// are left alone.
 fn collect_garbage(store: &dyn ObjectStore, current: u64) -> Result<usize, DatasetError> {
     let keep: BTreeSet<String> = match read_stored(store, current)? {
-        Stored::V2(f) => f.segments.into_iter().map(|s| s.id).collect(),
+        Stored::Segmented(f) => f.segments.into_iter().map(|s| s.id).collect(),
         Stored::V1(_) => return Ok(0),
     };
     let mut deleted = 0;
@@ -976,7 +1492,7 @@ fn collect_garbage(store: &dyn ObjectStore, current: u64) -> Result<usize, Datas
     older.sort_unstable();
     let mut gone: BTreeSet<String> = BTreeSet::new();
     for v in older {
-        if let Ok(Stored::V2(f)) = read_stored(store, v) {
+        if let Ok(Stored::Segmented(f)) = read_stored(store, v) {
             for s in f.segments.iter().filter(|s| !keep.contains(&s.id)) {
                 if !gone.insert(s.id.clone()) {
                     continue;
@@ -997,6 +1513,41 @@ fn collect_garbage(store: &dyn ObjectStore, current: u64) -> Result<usize, Datas
     for key in store.list(DATASET_EMBEDDINGS_V1)? {
         store.delete(&key)?;
         deleted += 1;
+    }
+    deleted += collect_orphans(store)?;
+    Ok(deleted)
+}
+
+/// Deletes the segments that no version file names and that were written more than
+/// [`ORPHAN_AGE`] ago: what a commit that stopped before claiming its number left (it may hold
+/// rows of a person erased since). A younger unnamed segment may be a commit in flight and is
+/// left alone; so is every segment of a store that does not say how old its objects are.
+fn collect_orphans(store: &dyn ObjectStore) -> Result<usize, DatasetError> {
+    let mut named: BTreeSet<String> = BTreeSet::new();
+    for key in store.list(DATASET_VERSIONS)? {
+        let Some(v) = manifest_version_of(&key) else {
+            continue;
+        };
+        match read_stored(store, v) {
+            Ok(Stored::Segmented(f)) => named.extend(f.segments.into_iter().map(|s| s.id)),
+            Ok(Stored::V1(_)) => {}
+            // A version file that cannot be read names nothing we can know of: keep them all.
+            Err(DatasetError::Corrupt { .. }) => return Ok(0),
+            Err(e) => return Err(e),
+        }
+    }
+    let mut deleted = 0;
+    for (key, age) in store.list_with_age(DATASET_SEGMENTS)? {
+        let Some(id) = key
+            .strip_prefix(DATASET_SEGMENTS)
+            .and_then(|f| f.strip_suffix(".json").or_else(|| f.strip_suffix(".bin")))
+        else {
+            continue;
+        };
+        if !named.contains(id) && age.is_some_and(|a| a >= ORPHAN_AGE) {
+            store.delete(&key)?;
+            deleted += 1;
+        }
     }
     Ok(deleted)
 }
@@ -1117,8 +1668,8 @@ mod tests {
         let s = LocalStore::open(dir.path()).unwrap();
         commit(&s, 2, &[add("bob", "u1", 1, 1.0)]).unwrap();
         let seg = match read_stored(&s, 1).unwrap() {
-            Stored::V2(f) => f.segments[0].id.clone(),
-            Stored::V1(_) => unreachable!("this build writes format 2"),
+            Stored::Segmented(f) => f.segments[0].id.clone(),
+            Stored::V1(_) => unreachable!("this build writes format 3"),
         };
         s.put(&segment_rows_key(&seg).unwrap(), b"abc", Condition::None)
             .unwrap();
@@ -1311,9 +1862,271 @@ mod tests {
             migrated.manifest.applied_uploads,
             read.manifest.applied_uploads
         );
-        // It goes on as a format-2 store; the erased upload stays refused.
+        // It goes on as a format-3 store; the erased upload stays refused.
         assert_eq!(commit(&s, 2, &[add("gone", "up-gone", 1, 1.0)]).unwrap(), 3);
         assert_eq!(commit(&s, 2, &[add("cy", "u5", 1, 8.0)]).unwrap(), 4);
+    }
+
+    /// A segment the way format 2 wrote it: crop keys in the `.json`, rows alone in the `.bin`.
+    fn put_format_2_segment(s: &LocalStore, meta: &SegmentMeta, rows: &[f32]) -> SegmentRef {
+        let body = serde_json::to_vec(meta).unwrap();
+        let bin = encode_rows(rows);
+        let id = format!("{}{}", content_tag(&body), content_tag(&bin));
+        s.put(&segment_rows_key(&id).unwrap(), &bin, Condition::None)
+            .unwrap();
+        s.put(&segment_meta_key(&id).unwrap(), &body, Condition::None)
+            .unwrap();
+        SegmentRef {
+            id,
+            rows: meta.rows,
+        }
+    }
+
+    fn ident(slug: &str, upload: &str, crops: usize) -> Identity {
+        Identity {
+            slug: slug.into(),
+            display_name: slug.to_uppercase(),
+            crops: (0..crops)
+                .map(|i| format!("crops/{slug}/{upload}/{i}.png"))
+                .collect(),
+            uploads: vec![upload.into()],
+        }
+    }
+
+    #[test]
+    fn a_format_2_store_is_read_searched_and_migrated() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = LocalStore::open(dir.path()).unwrap();
+        let seg = |ids: Vec<Identity>| SegmentMeta {
+            v: FORMAT_V2,
+            dim: 2,
+            rows: ids.iter().map(|i| i.crops.len()).sum(),
+            uploads: ids.iter().flat_map(|i| i.uploads.clone()).collect(),
+            identities: ids,
+        };
+        let a = put_format_2_segment(&s, &seg(vec![ident("bob", "u1", 2)]), &[1.0, 1.0, 2.0, 2.0]);
+        let b = put_format_2_segment(&s, &seg(vec![ident("ada", "u2", 1)]), &[5.0, 5.0]);
+        let file = VersionFile {
+            v: FORMAT_V2,
+            version: 2,
+            parent: Some(1),
+            dim: 2,
+            segments: vec![a, b],
+            erased: BTreeMap::new(),
+            erased_uploads: BTreeSet::new(),
+        };
+        s.put(
+            &manifest_key(2),
+            &serde_json::to_vec(&file).unwrap(),
+            Condition::IfAbsent,
+        )
+        .unwrap();
+        s.put(DATASET_CURRENT, b"2", Condition::None).unwrap();
+        let read = load_current(&s).unwrap().unwrap();
+        assert_eq!(read.embeddings, vec![5.0, 5.0, 1.0, 1.0, 2.0, 2.0]);
+        let store: Arc<dyn ObjectStore> = Arc::new(LocalStore::open(dir.path()).unwrap());
+        let search = load_current_for_search(&store).unwrap().unwrap();
+        assert_eq!(search.owner, [1, 1, 0]);
+        assert_eq!(search.segments[1].1.key(0).unwrap(), "crops/ada/u2/0.png");
+        // Migrated by the next compaction: one format-3 segment, the same gallery.
+        assert!(needs_compaction(&s).unwrap());
+        let c = compact(&s).unwrap();
+        assert_eq!((c.version, c.rows), (3, 3));
+        let Stored::Segmented(f) = read_stored(&s, 3).unwrap() else {
+            panic!("segmented")
+        };
+        assert_eq!(f.v, FORMAT_VERSION);
+        let meta = s
+            .get(&segment_meta_key(&f.segments[0].id).unwrap())
+            .unwrap()
+            .unwrap();
+        let text = String::from_utf8(meta.data).unwrap();
+        assert!(
+            !text.contains("crops/"),
+            "format 3 keeps the keys in the .bin: {text}"
+        );
+        let migrated = load_current(&s).unwrap().unwrap();
+        assert_eq!(
+            migrated,
+            Snapshot {
+                manifest: Manifest {
+                    version: 3,
+                    parent: Some(2),
+                    ..read.manifest.clone()
+                },
+                ..read
+            }
+        );
+        assert!(!needs_compaction(&s).unwrap());
+    }
+
+    /// The local store without its file paths: rows and keys are read in ranges, as from S3.
+    struct Remote(LocalStore);
+
+    impl ObjectStore for Remote {
+        fn get(&self, key: &str) -> Result<Option<crate::store::Tagged>, StoreError> {
+            self.0.get(key)
+        }
+        fn put(&self, key: &str, data: &[u8], cond: Condition) -> Result<String, StoreError> {
+            self.0.put(key, data, cond)
+        }
+        fn delete(&self, key: &str) -> Result<(), StoreError> {
+            self.0.delete(key)
+        }
+        fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+            self.0.list(prefix)
+        }
+        fn get_range(
+            &self,
+            key: &str,
+            start: u64,
+            len: u64,
+        ) -> Result<Option<Vec<u8>>, StoreError> {
+            self.0.get_range(key, start, len)
+        }
+    }
+
+    #[test]
+    fn a_search_reads_what_a_whole_read_reads_mapped_or_in_ranges() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = LocalStore::open(dir.path()).unwrap();
+        commit(&s, 2, &[add("bob", "u1", 2, 1.0), add("cy", "u3", 1, 9.0)]).unwrap();
+        commit(&s, 2, &[add("ada", "u2", 3, 5.0)]).unwrap();
+        commit(&s, 2, &[Update::Erase { slug: "cy".into() }]).unwrap();
+        // Bob again after the erasure of cy, with a new name: later segments rename.
+        let mut more = add("bob", "u4", 1, 7.0);
+        if let Update::Add { message, .. } = &mut more {
+            message.display_name = "Robert".into();
+        }
+        commit(&s, 2, &[more]).unwrap();
+        let whole = load_current(&s).unwrap().unwrap();
+        let local: Arc<dyn ObjectStore> = Arc::new(LocalStore::open(dir.path()).unwrap());
+        let remote: Arc<dyn ObjectStore> = Arc::new(Remote(LocalStore::open(dir.path()).unwrap()));
+        for store in [local, remote] {
+            let v = load_current_for_search(&store).unwrap().unwrap();
+            assert_eq!(v.version, whole.manifest.version);
+            let names: Vec<(String, String)> = whole
+                .manifest
+                .identities
+                .iter()
+                .map(|i| (i.slug.clone(), i.display_name.clone()))
+                .collect();
+            assert_eq!(v.names, names);
+            assert_eq!(names[1], ("bob".to_string(), "Robert".to_string()));
+            // Live rows, identity by identity, hold the whole read's rows and keys.
+            let mut live: BTreeMap<u32, Vec<(Vec<f32>, String)>> = BTreeMap::new();
+            let mut row = 0;
+            for (data, keys) in &v.segments {
+                for (r, x) in data.values().chunks_exact(2).enumerate() {
+                    if v.owner[row] != DEAD_ROW {
+                        live.entry(v.owner[row])
+                            .or_default()
+                            .push((x.to_vec(), keys.key(r).unwrap()));
+                    } else {
+                        assert_eq!(keys.key(r).unwrap(), "crops/cy/u3/0.png");
+                    }
+                    row += 1;
+                }
+            }
+            let mut at = 0;
+            for (i, ident) in whole.manifest.identities.iter().enumerate() {
+                let expected: Vec<(Vec<f32>, String)> = ident
+                    .crops
+                    .iter()
+                    .enumerate()
+                    .map(|(j, k)| {
+                        let r = at + j;
+                        (whole.embeddings[r * 2..r * 2 + 2].to_vec(), k.clone())
+                    })
+                    .collect();
+                assert_eq!(live[&(i as u32)], expected, "{}", ident.slug);
+                at += ident.crops.len();
+            }
+            assert_eq!(at, whole.manifest.rows);
+            assert_eq!(live.len(), names.len());
+        }
+    }
+
+    #[test]
+    fn segments_no_version_names_are_deleted_once_old() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = LocalStore::open(dir.path()).unwrap();
+        commit(&s, 2, &[add("bob", "u1", 2, 1.0)]).unwrap();
+        // A commit that wrote its segment and stopped: Ada's rows, named by no version.
+        let Some(Delta { meta, rows, .. }) = delta(
+            &merge(&read_base(&s, 2).unwrap().file, &[]),
+            &BTreeSet::new(),
+            2,
+            &[add("ada", "u2", 1, 5.0)],
+        ) else {
+            panic!("a delta")
+        };
+        let orphan = write_segment(&s, &meta, &rows).unwrap();
+        let files = |s: &LocalStore| s.list(DATASET_SEGMENTS).unwrap().len();
+        assert_eq!(files(&s), 4);
+        // Young: it may be a commit in flight.
+        compact(&s).unwrap();
+        assert_eq!(files(&s), 4);
+        // An hour and more later it is deleted, and only it.
+        for key in [segment_meta_key(&orphan.id), segment_rows_key(&orphan.id)] {
+            let f = std::fs::File::options()
+                .write(true)
+                .open(s.path_of(&key.unwrap()).unwrap())
+                .unwrap();
+            f.set_modified(std::time::SystemTime::now() - ORPHAN_AGE * 2)
+                .unwrap();
+        }
+        let c = compact(&s).unwrap();
+        assert_eq!((c.deleted, files(&s)), (2, 2));
+        assert!(!s
+            .list(DATASET_SEGMENTS)
+            .unwrap()
+            .iter()
+            .any(|k| k.contains(&orphan.id)));
+        assert_eq!(load_current(&s).unwrap().unwrap().manifest.rows, 2);
+    }
+
+    #[test]
+    fn people_are_the_manifest_without_crop_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = LocalStore::open(dir.path()).unwrap();
+        commit(&s, 2, &[add("bob", "u1", 2, 1.0), add("cy", "u3", 1, 9.0)]).unwrap();
+        commit(&s, 2, &[add("ada", "u2", 3, 5.0), add("bob", "u4", 1, 2.0)]).unwrap();
+        commit(&s, 2, &[Update::Erase { slug: "cy".into() }]).unwrap();
+        let m = load_current_manifest(&s).unwrap().unwrap();
+        let p = load_current_people(&s).unwrap().unwrap();
+        assert_eq!(p.version, m.version);
+        assert_eq!(p.applied_uploads, m.applied_uploads);
+        assert_eq!(p.erased_uploads, m.erased_uploads);
+        let want: Vec<Person> = m
+            .identities
+            .iter()
+            .map(|i| Person {
+                slug: i.slug.clone(),
+                display_name: i.display_name.clone(),
+                rows: i.crops.len(),
+                uploads: i.uploads.clone(),
+            })
+            .collect();
+        assert_eq!(p.identities, want);
+        assert_eq!(p.identity("bob").unwrap().rows, 3);
+        assert!(p.identity("cy").is_none());
+    }
+
+    #[test]
+    fn a_damaged_keys_table_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = LocalStore::open(dir.path()).unwrap();
+        commit(&s, 2, &[add("bob", "u1", 2, 1.0)]).unwrap();
+        let Stored::Segmented(f) = read_stored(&s, 1).unwrap() else {
+            panic!("segmented")
+        };
+        let key = segment_rows_key(&f.segments[0].id).unwrap();
+        let mut bin = s.get(&key).unwrap().unwrap().data;
+        bin.truncate(bin.len() - 3);
+        s.put(&key, &bin, Condition::None).unwrap();
+        let err = load_current(&s).unwrap_err().to_string();
+        assert!(err.contains("keys table"), "{err}");
     }
 
     #[test]
@@ -1341,7 +2154,7 @@ mod tests {
         assert_eq!(commit(&s, 2, &[add("ada", "u2", 1, 5.0)]).unwrap(), 2);
         let snap = load_current(&s).unwrap().unwrap();
         assert_eq!(snap.embeddings, vec![5.0, 5.0, 1.0, 2.0]);
-        assert!(matches!(read_stored(&s, 2).unwrap(), Stored::V2(_)));
+        assert!(matches!(read_stored(&s, 2).unwrap(), Stored::Segmented(_)));
     }
 
     #[test]

@@ -1,14 +1,18 @@
 //! Gallery search: exact top-k identities for a face embedding.
 //!
-//! The gallery holds every crop embedding of a dataset version in one contiguous row-major
-//! matrix with the rows' squared norms, so a query is one pass of dot products
-//! (`|q − x|² = |q|² + |x|² − 2 q·x`) over memory the compiler vectorises, plus one per-identity
-//! minimum. Each identity also has a prototype (the mean of its embeddings). An identity's
+//! The gallery holds every crop embedding of a dataset version as its segments' row-major
+//! matrices (mapped from the segment files on a local store), so a query is one pass of squared
+//! distances over memory the compiler vectorises, plus one per-identity minimum. Each identity
+//! also has a prototype (the mean of its embeddings). An identity's
 //! distance is the smallest distance to any of its crops. The "same person" decision is
 //! [`SAME_PERSON_DISTANCE`], calibrated for that minimum (see its documentation).
 
-use crate::dataset::Snapshot;
+use std::sync::{Arc, OnceLock};
+
+use crate::dataset::{SearchVersion, Snapshot, DEAD_ROW};
+use crate::rows::{KeySource, RowData};
 pub use twin_search::dot;
+use twin_search::l2_squared;
 
 /// The "this is you" threshold on the smallest distance to an identity's crops. dlib's 0.6 is
 /// for one pair of photos; the smallest of ~28 distances is much lower for strangers too. On
@@ -47,63 +51,51 @@ pub fn similarity(distance: f32) -> u8 {
 /// A trained model's score of an identity, by slug (`None`: the model does not know it).
 pub type HeadScores<'a> = &'a dyn Fn(&str) -> Option<f32>;
 
-/// A searchable view of one dataset version.
-#[derive(Debug, Clone, Default)]
+/// A searchable view of one dataset version: its segments' rows as they were loaded (mapped
+/// files or memory, see [`SearchVersion`]), each row's identity, and the names. Nothing is
+/// precomputed: a query is one pass of squared distances over the rows plus one per-identity
+/// minimum; the crop key of a row is read when a search returns it; the prototypes (each
+/// identity's mean embedding) are computed for the identities a result shows, and for all of
+/// them only the first time a trained head ranks identities it does not know.
+#[derive(Debug, Default)]
 pub struct Gallery {
     dim: usize,
     version: u64,
-    /// rows × dim.
-    matrix: Vec<f32>,
-    /// |row|².
-    norms: Vec<f32>,
-    /// Identity index of each row.
+    /// Each segment's rows and where their crop keys are.
+    segments: Vec<(Arc<RowData>, KeySource)>,
+    /// The first row of each segment (rows are numbered across segments).
+    starts: Vec<usize>,
+    /// Identity index of each row, or [`DEAD_ROW`].
     owner: Vec<u32>,
-    /// Crop key of each row.
-    crop: Vec<String>,
     /// (slug, display name) per identity.
     names: Vec<(String, String)>,
-    /// identities × dim.
-    prototypes: Vec<f32>,
-    /// |prototype| per identity.
-    prototype_norms: Vec<f32>,
+    /// Every prototype (identities × dim) and its length, when first needed.
+    prototypes: OnceLock<(Vec<f32>, Vec<f32>)>,
 }
 
 impl Gallery {
-    /// Builds the gallery of a dataset version (its embeddings become the gallery's rows).
+    /// Builds the gallery of a dataset version read whole (its embeddings become the rows).
     pub fn from_snapshot(s: Snapshot) -> Self {
-        let dim = s.manifest.dim;
-        let mut owner = Vec::with_capacity(s.manifest.rows);
-        let mut crop = Vec::with_capacity(s.manifest.rows);
-        let mut names = Vec::with_capacity(s.manifest.identities.len());
-        let mut prototypes = vec![0f32; s.manifest.identities.len() * dim];
-        let mut row = 0;
-        for (i, ident) in s.manifest.identities.iter().enumerate() {
-            names.push((ident.slug.clone(), ident.display_name.clone()));
-            for k in &ident.crops {
-                owner.push(i as u32);
-                crop.push(k.clone());
-                let x = &s.embeddings[row * dim..(row + 1) * dim];
-                for (p, v) in prototypes[i * dim..(i + 1) * dim].iter_mut().zip(x) {
-                    *p += v / ident.crops.len() as f32;
-                }
-                row += 1;
-            }
+        Self::from_search(s.into())
+    }
+
+    /// Builds the gallery of a version read for search.
+    pub fn from_search(v: SearchVersion) -> Self {
+        let mut starts = Vec::with_capacity(v.segments.len());
+        let mut at = 0;
+        for (rows, _) in &v.segments {
+            starts.push(at);
+            at += rows.values().len() / v.dim.max(1);
         }
-        let norms = s
-            .embeddings
-            .chunks_exact(dim.max(1))
-            .map(|x| dot(x, x))
-            .collect();
+        assert_eq!(at, v.owner.len(), "every row has an owner");
         Gallery {
-            dim,
-            version: s.manifest.version,
-            matrix: s.embeddings,
-            norms,
-            owner,
-            crop,
-            names,
-            prototype_norms: row_norms(&prototypes, dim),
-            prototypes,
+            dim: v.dim,
+            version: v.version,
+            segments: v.segments,
+            starts,
+            owner: v.owner,
+            names: v.names,
+            prototypes: OnceLock::new(),
         }
     }
 
@@ -114,36 +106,14 @@ impl Gallery {
         owners: Vec<u32>,
         names: Vec<(String, String)>,
     ) -> Self {
-        let n = names.len();
-        let mut prototypes = vec![0f32; n * dim];
-        let mut counts = vec![0f32; n];
-        for (r, &o) in owners.iter().enumerate() {
-            counts[o as usize] += 1.0;
-            for (p, v) in prototypes[o as usize * dim..(o as usize + 1) * dim]
-                .iter_mut()
-                .zip(&matrix[r * dim..(r + 1) * dim])
-            {
-                *p += v;
-            }
-        }
-        for (i, c) in counts.iter().enumerate() {
-            prototypes[i * dim..(i + 1) * dim]
-                .iter_mut()
-                .for_each(|p| *p /= c.max(1.0));
-        }
-        let norms = matrix.chunks_exact(dim).map(|x| dot(x, x)).collect();
-        let crop = (0..owners.len()).map(|r| format!("row/{r}")).collect();
-        Gallery {
-            dim,
+        let keys = (0..owners.len()).map(|r| format!("row/{r}")).collect();
+        Self::from_search(SearchVersion {
             version: 0,
-            matrix,
-            norms,
-            owner: owners,
-            crop,
+            dim,
             names,
-            prototype_norms: row_norms(&prototypes, dim),
-            prototypes,
-        }
+            owner: owners,
+            segments: vec![(Arc::new(RowData::Owned(matrix)), KeySource::Listed(keys))],
+        })
     }
 
     /// The dataset version it was built from.
@@ -156,14 +126,71 @@ impl Gallery {
         self.names.len()
     }
 
-    /// Number of crop rows.
+    /// Number of live crop rows.
     pub fn rows(&self) -> usize {
-        self.owner.len()
+        self.owner.iter().filter(|&&o| o != DEAD_ROW).count()
     }
 
     /// The `k` closest identities to `query`, closest first, leaving out `excluded` slugs.
     pub fn search(&self, query: &[f32], k: usize, excluded: &dyn Fn(&str) -> bool) -> Vec<Hit> {
         self.search_with_head(query, k, excluded, None)
+    }
+
+    /// The crop key of row `row` (numbered across segments).
+    fn crop_of(&self, row: usize) -> String {
+        let s = self.starts.partition_point(|&start| start <= row) - 1;
+        self.segments[s]
+            .1
+            .key(row - self.starts[s])
+            .unwrap_or_default()
+    }
+
+    /// The mean of identity `i`'s rows.
+    fn prototype_of(&self, i: usize) -> Vec<f32> {
+        if let Some((p, _)) = self.prototypes.get() {
+            return p[i * self.dim..(i + 1) * self.dim].to_vec();
+        }
+        let mut p = vec![0f32; self.dim];
+        let mut count = 0usize;
+        for ((rows, _), &start) in self.segments.iter().zip(&self.starts) {
+            for (r, x) in rows.values().chunks_exact(self.dim).enumerate() {
+                if self.owner[start + r] == i as u32 {
+                    p.iter_mut().zip(x).for_each(|(a, b)| *a += b);
+                    count += 1;
+                }
+            }
+        }
+        p.iter_mut().for_each(|a| *a /= count.max(1) as f32);
+        p
+    }
+
+    /// Every identity's prototype and its length, computed once.
+    fn prototypes(&self) -> &(Vec<f32>, Vec<f32>) {
+        self.prototypes.get_or_init(|| {
+            let n = self.names.len();
+            let mut p = vec![0f32; n * self.dim];
+            let mut counts = vec![0usize; n];
+            for ((rows, _), &start) in self.segments.iter().zip(&self.starts) {
+                for (r, x) in rows.values().chunks_exact(self.dim).enumerate() {
+                    let o = self.owner[start + r];
+                    if o == DEAD_ROW {
+                        continue;
+                    }
+                    counts[o as usize] += 1;
+                    p[o as usize * self.dim..(o as usize + 1) * self.dim]
+                        .iter_mut()
+                        .zip(x)
+                        .for_each(|(a, b)| *a += b);
+                }
+            }
+            for (i, c) in counts.iter().enumerate() {
+                p[i * self.dim..(i + 1) * self.dim]
+                    .iter_mut()
+                    .for_each(|a| *a /= (*c).max(1) as f32);
+            }
+            let norms = row_norms(&p, self.dim);
+            (p, norms)
+        })
     }
 
     /// Like [`Gallery::search`], ranked with a trained model's head when one is given: an
@@ -182,18 +209,18 @@ impl Gallery {
             return Vec::new();
         }
         assert_eq!(query.len(), self.dim, "query length");
-        let qn = dot(query, query);
         let mut best = vec![(f32::INFINITY, usize::MAX); self.names.len()];
-        for (r, (x, &xn)) in self
-            .matrix
-            .chunks_exact(self.dim)
-            .zip(&self.norms)
-            .enumerate()
-        {
-            let d2 = qn + xn - 2.0 * dot(query, x);
-            let slot = &mut best[self.owner[r] as usize];
-            if d2 < slot.0 {
-                *slot = (d2, r);
+        for ((rows, _), &start) in self.segments.iter().zip(&self.starts) {
+            let owners = &self.owner[start..];
+            for (r, (x, &o)) in rows.values().chunks_exact(self.dim).zip(owners).enumerate() {
+                if o == DEAD_ROW {
+                    continue;
+                }
+                let d2 = l2_squared(query, x);
+                let slot = &mut best[o as usize];
+                if d2 < slot.0 {
+                    *slot = (d2, start + r);
+                }
             }
         }
         let mut order: Vec<usize> = (0..best.len())
@@ -203,15 +230,16 @@ impl Gallery {
         if k == 0 {
             return Vec::new();
         }
-        let proto = |i: usize| &self.prototypes[i * self.dim..(i + 1) * self.dim];
         // With a head: its score per identity it knows, and the ranking key (negated cosines).
         let ranked: Option<(Vec<Option<f32>>, Vec<f32>)> = head.map(|h| {
             let model: Vec<Option<f32>> = self.names.iter().map(|(slug, _)| h(slug)).collect();
-            let qu = query_norm(qn);
+            let qu = query_norm(dot(query, query));
             let key = (0..best.len())
                 .map(|i| {
                     -model[i].unwrap_or_else(|| {
-                        dot(query, proto(i)) / (qu * self.prototype_norms[i].max(1e-12))
+                        let (protos, norms) = self.prototypes();
+                        dot(query, &protos[i * self.dim..(i + 1) * self.dim])
+                            / (qu * norms[i].max(1e-12))
                     })
                 })
                 .collect();
@@ -229,12 +257,7 @@ impl Gallery {
             .into_iter()
             .map(|i| {
                 let distance = best[i].0.max(0.0).sqrt();
-                let pd = query
-                    .iter()
-                    .zip(proto(i))
-                    .map(|(a, b)| (a - b) * (a - b))
-                    .sum::<f32>()
-                    .sqrt();
+                let pd = l2_squared(query, &self.prototype_of(i)).sqrt();
                 Hit {
                     slug: self.names[i].0.clone(),
                     display_name: self.names[i].1.clone(),
@@ -242,7 +265,7 @@ impl Gallery {
                     prototype_distance: pd,
                     similarity: similarity(distance),
                     same_person: distance < SAME_PERSON_DISTANCE,
-                    crop: self.crop[best[i].1].clone(),
+                    crop: self.crop_of(best[i].1),
                     model_score: ranked.as_ref().and_then(|(model, _)| model[i]),
                 }
             })

@@ -17,5 +17,6 @@ pub mod messages;
 pub mod names;
 pub mod paths;
 pub mod queue;
+pub mod rows;
 pub mod store;
 pub mod sync;

@@ -33,6 +33,7 @@
 //! start with `.twin-`; no key may have a segment with that prefix.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// A failure of the store.
 #[derive(Debug, thiserror::Error)]
@@ -86,6 +87,27 @@ pub trait ObjectStore: Send + Sync {
     fn delete(&self, key: &str) -> Result<(), StoreError>;
     /// Keys under `prefix` (which ends with `/`), sorted.
     fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError>;
+    /// Reads `len` bytes of an object from byte `start` (fewer at its end), or `None` when it
+    /// does not exist. Stores that can read part of an object (a file, an S3 `Range` request)
+    /// override this; the default reads the whole object.
+    fn get_range(&self, key: &str, start: u64, len: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.get(key)?.map(|t| {
+            let from = (start as usize).min(t.data.len());
+            let to = from.saturating_add(len as usize).min(t.data.len());
+            t.data[from..to].to_vec()
+        }))
+    }
+    /// Keys under `prefix` (as [`ObjectStore::list`]) with how long ago each was written, when
+    /// the store knows (`None`: it does not say; the default).
+    fn list_with_age(&self, prefix: &str) -> Result<Vec<(String, Option<Duration>)>, StoreError> {
+        Ok(self.list(prefix)?.into_iter().map(|k| (k, None)).collect())
+    }
+    /// The file that holds `key`, for a store of files (so that a reader can map it into
+    /// memory instead of copying it); `None` for other stores.
+    fn file_of(&self, key: &str) -> Option<PathBuf> {
+        let _ = key;
+        None
+    }
 }
 
 /// A URL a client can `PUT` one object to directly (an S3 presigned PUT), with the headers it
@@ -262,6 +284,44 @@ impl ObjectStore for LocalStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(backend(key, e)),
         }
+    }
+
+    fn get_range(&self, key: &str, start: u64, len: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        use std::io::{Read, Seek};
+        let path = self.path_of(key)?;
+        let mut f = match std::fs::File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(backend(key, e)),
+        };
+        f.seek(std::io::SeekFrom::Start(start))
+            .map_err(|e| backend(key, e))?;
+        let mut out = Vec::new();
+        f.take(len)
+            .read_to_end(&mut out)
+            .map_err(|e| backend(key, e))?;
+        Ok(Some(out))
+    }
+
+    fn file_of(&self, key: &str) -> Option<PathBuf> {
+        self.path_of(key).ok()
+    }
+
+    fn list_with_age(&self, prefix: &str) -> Result<Vec<(String, Option<Duration>)>, StoreError> {
+        let now = std::time::SystemTime::now();
+        Ok(self
+            .list(prefix)?
+            .into_iter()
+            .map(|k| {
+                let age = self
+                    .path_of(&k)
+                    .ok()
+                    .and_then(|p| std::fs::metadata(p).ok())
+                    .and_then(|m| m.modified().ok())
+                    .map(|t| now.duration_since(t).unwrap_or_default());
+                (k, age)
+            })
+            .collect())
     }
 
     fn put(&self, key: &str, data: &[u8], cond: Condition) -> Result<String, StoreError> {
