@@ -17,13 +17,16 @@ use crate::host;
 #[command(
     after_help = "Writes (enrolling, erasing) need the API key from the TWIN_API_KEY \
     environment variable, sent as the x-api-key header or Authorization: Bearer. Without \
-    TWIN_API_KEY every write is refused, unless --allow-writes-without-key is given."
+    TWIN_API_KEY every write is refused, unless --allow-writes-without-key is given: then \
+    the server listens on loopback only and takes writes only from this machine's own page \
+    and tools. On a loopback address it answers only to localhost, 127.0.0.1 and [::1]."
 )]
 pub struct ServeArgs {
     /// Address to listen on (port 0 picks a free port; the address is printed).
     #[arg(long, default_value = "127.0.0.1:8080")]
     addr: SocketAddr,
-    /// Accept writes without a key when TWIN_API_KEY is not set (a trusted machine only).
+    /// Accept writes without a key when TWIN_API_KEY is not set: from this machine only, on a
+    /// loopback address only.
     #[arg(long)]
     allow_writes_without_key: bool,
     /// Threads ONNX Runtime may use.
@@ -32,13 +35,33 @@ pub struct ServeArgs {
 }
 
 pub fn run(data: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let api_key = host::env(API_KEY_ENV);
+    let loopback = args.addr.ip().is_loopback();
+    if api_key.is_none() && args.allow_writes_without_key && !loopback {
+        anyhow::bail!(
+            "refusing to listen on {} without an API key: anyone who can reach it could enroll \
+             and erase people. Set {API_KEY_ENV}, or listen on 127.0.0.1",
+            args.addr
+        );
+    }
+    if !loopback {
+        eprintln!(
+            "twin: {} is reachable from other machines; writes need the API key, and it travels \
+             in clear text over plain HTTP: put TLS in front of this server",
+            args.addr
+        );
+    }
     let local = host::open_serving(data, args.threads)?;
     let mut config = HttpConfig::new(Uploads::Here(local.clone()));
-    config.api_key = host::env(API_KEY_ENV);
+    config.api_key = api_key;
     config.allow_writes_without_key = args.allow_writes_without_key;
+    config.loopback_hosts_only = loopback;
     let writes = match (&config.api_key, config.allow_writes_without_key) {
         (Some(_), _) => format!("writes need the API key from {API_KEY_ENV}"),
-        (None, true) => "writes are allowed without a key (--allow-writes-without-key)".to_string(),
+        (None, true) => {
+            "writes are allowed without a key from this machine only (--allow-writes-without-key)"
+                .to_string()
+        }
         (None, false) => format!("writes are refused: set {API_KEY_ENV} to allow them"),
     };
     let app = twin_http::router(Api::local(&local), config);
@@ -62,10 +85,13 @@ pub fn run(data: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
             "twin: serving {} on {local}; {writes}; Ctrl-C stops",
             data.display()
         );
-        axum::serve(listener, app)
-            .with_graceful_shutdown(stop_signal())
-            .await
-            .context("the server stopped")?;
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(stop_signal())
+        .await
+        .context("the server stopped")?;
         anyhow::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)

@@ -90,8 +90,12 @@ pub struct HttpConfig {
     pub uploads: Uploads,
     /// The key writes need; `None` refuses writes unless `allow_writes_without_key`.
     pub api_key: Option<String>,
-    /// Accept writes without a key when none is configured (a trusted machine only).
+    /// Accept writes without a key when none is configured, from this machine only (see
+    /// [`auth`]).
     pub allow_writes_without_key: bool,
+    /// Answer only requests whose `Host` is a loopback name (a server listening on loopback: a
+    /// web page whose name was re-pointed at 127.0.0.1, DNS rebinding, reads nothing).
+    pub loopback_hosts_only: bool,
 }
 
 impl HttpConfig {
@@ -101,6 +105,7 @@ impl HttpConfig {
             uploads,
             api_key: None,
             allow_writes_without_key: false,
+            loopback_hosts_only: false,
         }
     }
 }
@@ -117,6 +122,7 @@ impl std::fmt::Debug for HttpConfig {
             )
             .field("api_key", &self.api_key.as_ref().map(|_| "<set>"))
             .field("allow_writes_without_key", &self.allow_writes_without_key)
+            .field("loopback_hosts_only", &self.loopback_hosts_only)
             .finish()
     }
 }
@@ -138,6 +144,7 @@ pub fn router(api: Api, config: HttpConfig) -> Router {
     let local_uploads = matches!(config.uploads, Uploads::Here(_));
     let csp = HeaderValue::from_str(&page::page_csp(origin.as_deref()))
         .unwrap_or_else(|_| HeaderValue::from_static("default-src 'none'"));
+    let loopback_hosts_only = config.loopback_hosts_only;
     let state = AppState {
         api,
         config: Arc::new(config),
@@ -165,11 +172,15 @@ pub fn router(api: Api, config: HttpConfig) -> Router {
     if local_uploads {
         router = router.route("/v1/uploads/{upload_id}", put(upload));
     }
-    router
+    let router = router
         .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn(observe))
-        .with_state(state)
+        .method_not_allowed_fallback(method_not_allowed);
+    let router = if loopback_hosts_only {
+        router.layer(middleware::from_fn(loopback_hosts))
+    } else {
+        router
+    };
+    router.layer(middleware::from_fn(observe)).with_state(state)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -504,6 +515,20 @@ async fn method_not_allowed(method: Method) -> ApiError {
 
 /// One log line per request (route template, not the path: paths carry names) and the
 /// headers every response gets.
+/// Refuses a request whose `Host` is not a loopback name ([`HttpConfig::loopback_hosts_only`]).
+async fn loopback_hosts(req: Request, next: Next) -> Response {
+    let (parts, body) = req.into_parts();
+    let host = auth::request_host(&parts).map(auth::host_of);
+    if !host.is_some_and(auth::is_loopback_host) {
+        return ApiError::forbidden(
+            "this server answers only to localhost, 127.0.0.1 or [::1] (it listens on this \
+             machine's loopback)",
+        )
+        .into_response();
+    }
+    next.run(Request::from_parts(parts, body)).await
+}
+
 async fn observe(req: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = req.method().clone();

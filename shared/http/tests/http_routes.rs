@@ -12,7 +12,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use std::net::SocketAddr;
+
 use axum::body::{Body, Bytes};
+use axum::extract::ConnectInfo;
 use axum::http::{header, HeaderMap, Method, Request, StatusCode};
 use axum::Router;
 use serde_json::Value;
@@ -164,6 +167,15 @@ fn with_body(
         b = b.header(header::CONTENT_TYPE, t);
     }
     b.body(body.into()).unwrap()
+}
+
+/// As sent by this machine's browser or tools to `localhost:8080`: a loopback peer and `Host`.
+fn from_here(mut req: Request<Body>) -> Request<Body> {
+    req.extensions_mut()
+        .insert(ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 50_000))));
+    req.headers_mut()
+        .insert(header::HOST, "localhost:8080".parse().unwrap());
+    req
 }
 
 fn keyed(mut req: Request<Body>, key: &str) -> Request<Body> {
@@ -713,23 +725,23 @@ async fn refusals_change_nothing() {
     let open = router(Api::local(sys), open_config);
     send(
         &open,
-        with_body(
+        from_here(with_body(
             Method::POST,
             "/v1/enrollments",
             Some("application/json"),
             r#"{"name":""}"#,
-        ),
+        )),
     )
     .await
     .error(400, "bad_request");
     send(
         &open,
-        with_body(
+        from_here(with_body(
             Method::POST,
             "/v1/enrollments",
             Some("application/json"),
             format!(r#"{{"name":"{}"}}"#, "x".repeat(101)),
-        ),
+        )),
     )
     .await
     .error(400, "bad_request");
@@ -743,6 +755,107 @@ async fn refusals_change_nothing() {
         "files were added or removed"
     );
     assert!(before == after, "a file changed");
+}
+
+/// A keyless server (`--allow-writes-without-key`) takes writes only as this machine's own page
+/// and tools send them; a server on loopback answers only to loopback names.
+#[tokio::test]
+async fn a_keyless_server_takes_writes_only_from_this_machine() {
+    let (_, sys) = shared();
+    let mut config = http_config(sys);
+    config.allow_writes_without_key = true;
+    config.loopback_hosts_only = true;
+    let open = router(Api::local(sys), config);
+    // A promotion of a model that does not exist: 404 once the request is let through.
+    let promote = |content_type: Option<&str>| {
+        with_body(Method::POST, "/v1/models/999/promote", content_type, "")
+    };
+    let erase = || {
+        with_body(
+            Method::DELETE,
+            "/v1/identities/nobody_here",
+            None,
+            Body::empty(),
+        )
+    };
+    // Let through.
+    send(&open, from_here(promote(Some("application/json"))))
+        .await
+        .error(404, "not_found");
+    send(&open, from_here(erase()))
+        .await
+        .error(404, "not_found");
+    let mut same_origin = from_here(erase());
+    same_origin
+        .headers_mut()
+        .insert(header::ORIGIN, "http://localhost:8080".parse().unwrap());
+    send(&open, same_origin).await.error(404, "not_found");
+
+    // Refused, each for its reason, before anything is done.
+    let mut refusals: Vec<(&str, Request<Body>)> = Vec::new();
+    let mut r = from_here(erase());
+    r.extensions_mut()
+        .insert(ConnectInfo(SocketAddr::from(([192, 0, 2, 7], 40_000))));
+    refusals.push(("another machine", r));
+    let mut r = erase();
+    r.headers_mut()
+        .insert(header::HOST, "localhost:8080".parse().unwrap());
+    refusals.push(("where the request came from", r));
+    let mut r = from_here(erase());
+    r.headers_mut()
+        .insert(header::HOST, "evil.example:8080".parse().unwrap());
+    refusals.push(("answers only to localhost", r));
+    let mut r = from_here(erase());
+    r.headers_mut()
+        .insert(header::ORIGIN, "https://evil.example".parse().unwrap());
+    refusals.push(("another site's page", r));
+    let mut r = from_here(erase());
+    r.headers_mut()
+        .insert(header::ORIGIN, "null".parse().unwrap());
+    refusals.push(("another site's page", r));
+    let mut r = from_here(erase());
+    r.headers_mut()
+        .insert(header::ORIGIN, "http://localhost:9999".parse().unwrap());
+    refusals.push(("another site's page", r));
+    let mut r = from_here(erase());
+    r.headers_mut()
+        .insert("sec-fetch-site", "cross-site".parse().unwrap());
+    refusals.push(("the browser says", r));
+    refusals.push(("Content-Type: application/json", from_here(promote(None))));
+    refusals.push((
+        "Content-Type: application/json",
+        from_here(promote(Some("application/x-www-form-urlencoded"))),
+    ));
+    refusals.push((
+        "Content-Type: application/json",
+        from_here(with_body(
+            Method::POST,
+            "/v1/enrollments",
+            Some("text/plain"),
+            r#"{"name":"Ada"}"#,
+        )),
+    ));
+    for (why, req) in refusals {
+        let what = format!("{} {:?}", req.method(), req.headers());
+        let m = send(&open, req).await.error(403, "forbidden");
+        assert!(m.contains(why), "{what}: {m}");
+    }
+    // DNS rebinding: a page whose name now points at 127.0.0.1 reads nothing either.
+    let mut r = from_here(get("/v1/identities"));
+    r.headers_mut()
+        .insert(header::HOST, "rebound.evil.example".parse().unwrap());
+    send(&open, r).await.error(403, "forbidden");
+    for host in ["localhost", "127.0.0.1:8080", "[::1]:8080", "app.localhost"] {
+        let mut r = get("/v1/identities");
+        r.headers_mut().insert(header::HOST, host.parse().unwrap());
+        assert_eq!(send(&open, r).await.status, 200, "{host}");
+    }
+    // With a key, the key decides (no peer or origin rule: a browser elsewhere cannot send it).
+    let keyed_app = app(sys);
+    let mut r = keyed(erase(), KEY);
+    r.headers_mut()
+        .insert(header::ORIGIN, "https://elsewhere.example".parse().unwrap());
+    send(&keyed_app, r).await.error(404, "not_found");
 }
 
 /// Waits for an enrollment to reach `indexed` (or fails on `failed`).
