@@ -32,6 +32,9 @@ pub enum Error {
     /// Not in a state that allows it.
     #[error("{0}")]
     Conflict(String),
+    /// Too much work at once: try again shortly.
+    #[error("{0}")]
+    Busy(String),
     /// Our fault; details go to the log, not to callers.
     #[error("internal error: {0}")]
     Internal(String),

@@ -304,13 +304,15 @@ impl Person {
     ) -> Result<()> {
         let i = self.next;
         self.next += 1;
-        let outcome = img.and_then(|img| match import.photos.find_faces(&img) {
-            Ok(faces) => faces
-                .first()
-                .map(|f| cut_chip(&img, f))
-                .ok_or_else(|| "no face".to_string()),
-            Err(e) => Err(format!("detection failed ({e})")),
-        });
+        let outcome = img
+            .map(|img| imageio::fit_pixels(img, imageio::SEARCH_PIXELS).0)
+            .and_then(|img| match import.photos.find_faces(&img) {
+                Ok(faces) => faces
+                    .first()
+                    .map(|f| cut_chip(&img, f))
+                    .ok_or_else(|| "no face".to_string()),
+                Err(e) => Err(format!("detection failed ({e})")),
+            });
         match outcome {
             Ok(chip) => {
                 let key = keys::crop_key(&self.slug, &self.upload_id, i)?;

@@ -149,7 +149,7 @@ impl Ingest {
             chips = report.kept.into_iter().map(|k| (k.ms, k.chip)).collect();
         } else {
             let img = match imageio::decode(&obj.data, &photo_limits()) {
-                Ok(i) => i,
+                Ok(i) => imageio::fit_pixels(i, imageio::SEARCH_PIXELS).0,
                 Err(e) => return self.fail(status, Error::from(e).to_string()),
             };
             let faces = self.photos.find_faces(&img)?;

@@ -14,6 +14,7 @@
 //! Each host wires the ones it runs: [`local::Local`] on one machine, each Lambda function in
 //! its own crate. Failures are [`Error`]s of a few kinds a caller can act on.
 
+pub mod admission;
 pub mod dataset_step;
 pub mod enrollment;
 pub mod erasure;

@@ -11,6 +11,7 @@ use twin_faces::imageio;
 use twin_faces::pipeline::{cut_chip, FacePipeline};
 use twin_model::embed::ChipBatch;
 
+use crate::admission::Admission;
 use crate::error::{Error, Result};
 use crate::gallery::GalleryView;
 use crate::serving::ModelServing;
@@ -52,11 +53,15 @@ pub fn photo_limits() -> imageio::Limits {
     }
 }
 
+/// The most pixels the face search of a photo works on (see [`imageio::SEARCH_PIXELS`]).
+pub const SEARCH_PIXELS: u64 = imageio::SEARCH_PIXELS;
+
 /// The matching use case.
 pub struct Matching {
     photos: Arc<FacePipeline>,
     models: Arc<ModelServing>,
     gallery: Arc<GalleryView>,
+    admission: Admission,
 }
 
 impl Matching {
@@ -70,6 +75,7 @@ impl Matching {
             photos,
             models,
             gallery,
+            admission: Admission::for_this_machine(),
         }
     }
 
@@ -81,7 +87,13 @@ impl Matching {
                 image.len()
             )));
         }
+        // A turn before anything large is allocated (see [`Admission`]).
+        let _turn = self.admission.enter()?;
         let img = imageio::decode(image, &photo_limits())?;
+        let (width, height) = img.dimensions();
+        // The search works on at most SEARCH_PIXELS; boxes and landmarks are given back in
+        // the photo's own pixels.
+        let (img, scale) = imageio::fit_pixels(img, imageio::SEARCH_PIXELS);
         let faces = self.photos.find_faces_with(&img, false)?;
         if faces.is_empty() {
             return Err(Error::NoFace(
@@ -121,9 +133,15 @@ impl Matching {
                     }
                     None => gallery.search(emb.row(i), k, &excluded),
                 };
+                let back = |v: f64| v / scale;
                 MatchedFace {
-                    bbox: f.bbox,
-                    landmarks: f.landmarks.map(|p| [p.x, p.y]),
+                    bbox: f.bbox.map(|v| back(v as f64).round() as i64),
+                    landmarks: f.landmarks.map(|p| {
+                        [
+                            back(p.x as f64).round() as i64,
+                            back(p.y as f64).round() as i64,
+                        ]
+                    }),
                     matches,
                 }
             })
@@ -132,8 +150,8 @@ impl Matching {
             dataset_version: gallery.version(),
             model: serving.name(),
             model_version: serving.version,
-            width: img.width(),
-            height: img.height(),
+            width,
+            height,
             faces,
         })
     }
@@ -144,6 +162,7 @@ impl Matching {
     /// face (`twin eval identify`).
     pub fn largest_face_embedding(&self, path: &std::path::Path) -> Result<Option<Vec<f32>>> {
         let img = imageio::decode_file(path, &photo_limits())?;
+        let (img, _) = imageio::fit_pixels(img, imageio::SEARCH_PIXELS);
         let faces = self.photos.find_faces(&img)?;
         let Some(face) = faces.first() else {
             return Ok(None);

@@ -79,6 +79,29 @@ pub fn decode_file(path: &Path, limits: &Limits) -> Result<RgbImage, ImageError>
     decode(&std::fs::read(path)?, limits)
 }
 
+/// The most pixels the face search works on: a larger photo is scaled down to this first
+/// ([`fit_pixels`]). With the padded copy (four times as many pixels), its grey copy and the
+/// detector's pyramid, the search then holds about 100 MB at most, besides the decoded photo
+/// (at most 150 MB, dropped as soon as it is scaled). A face must then be about 40 pixels across
+/// in the scaled copy: 200 pixels in a 50-megapixel photo.
+pub const SEARCH_PIXELS: u64 = 4_000_000;
+
+/// `img` scaled down by area averaging to at most `max_pixels` pixels, with the factor its
+/// sides were multiplied by (1 when it already fits). The original is dropped first thing after,
+/// so that the work that follows holds only the smaller copy.
+pub fn fit_pixels(img: RgbImage, max_pixels: u64) -> (RgbImage, f64) {
+    let (w, h) = img.dimensions();
+    let pixels = w as u64 * h as u64;
+    if pixels <= max_pixels || pixels == 0 {
+        return (img, 1.0);
+    }
+    let s = (max_pixels as f64 / pixels as f64).sqrt();
+    let nw = ((w as f64 * s).floor() as u32).max(1);
+    let nh = ((h as f64 * s).floor() as u32).max(1);
+    let small = image::imageops::thumbnail(&img, nw, nh);
+    (small, nw as f64 / w as f64)
+}
+
 /// Decodes an encoded JPEG, PNG or WebP image to upright RGB.
 pub fn decode(bytes: &[u8], limits: &Limits) -> Result<RgbImage, ImageError> {
     if bytes.len() as u64 > limits.max_bytes {

@@ -70,6 +70,28 @@ pub fn human_bytes(n: usize) -> String {
     }
 }
 
+/// How long a photo's body may take to arrive (10 MB at about 170 KB/s).
+pub const PHOTO_BODY_SECONDS: u64 = 60;
+/// How long a video's body may take to arrive (50 MB at about 170 KB/s).
+pub const VIDEO_BODY_SECONDS: u64 = 300;
+
+/// `read`, or 408 when it takes more than `seconds` (a client that sends its body slowly, or
+/// not at all, holds a connection and a buffer only that long).
+pub async fn within<T>(
+    seconds: u64,
+    what: &str,
+    read: impl std::future::Future<Output = Result<T, ApiError>>,
+) -> Result<T, ApiError> {
+    match tokio::time::timeout(std::time::Duration::from_secs(seconds), read).await {
+        Ok(r) => r,
+        Err(_) => Err(ApiError::new(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            format!("{what} did not arrive within {seconds} seconds"),
+        )),
+    }
+}
+
 /// Reads a whole body, refusing it with 413 as soon as it passes `limit` bytes.
 pub async fn read_limited(body: Body, limit: usize, what: &str) -> Result<Bytes, ApiError> {
     match axum::body::to_bytes(body, limit).await {
@@ -97,8 +119,17 @@ pub async fn photo(req: Request, limit: usize) -> Result<Bytes, ApiError> {
     check_declared_length(req.headers(), limit, what)?;
     let declared = content_type(req.headers());
     let bytes = match declared.as_deref() {
-        Some("multipart/form-data") => form_file(req, limit).await?,
-        Some(t) if photo_kind(t).is_some() => read_limited(req.into_body(), limit, what).await?,
+        Some("multipart/form-data") => {
+            within(PHOTO_BODY_SECONDS, what, form_file(req, limit)).await?
+        }
+        Some(t) if photo_kind(t).is_some() => {
+            within(
+                PHOTO_BODY_SECONDS,
+                what,
+                read_limited(req.into_body(), limit, what),
+            )
+            .await?
+        }
         Some(t) => return Err(not_a_photo(&format!("a {t} body"))),
         None => return Err(not_a_photo("a body without a Content-Type")),
     };

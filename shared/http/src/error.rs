@@ -88,6 +88,12 @@ impl IntoResponse for ApiError {
             "error": { "code": self.code, "message": self.message }
         }));
         let mut response = (self.status, body).into_response();
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(twin_app::admission::RETRY_AFTER_SECONDS),
+            );
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
@@ -110,6 +116,7 @@ impl From<AppError> for ApiError {
             AppError::BadInput(m) => ApiError::bad_request(m),
             AppError::NotFound(m) => ApiError::not_found(m),
             AppError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
+            AppError::Busy(m) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", m),
             AppError::Internal(m) => ApiError::internal(m),
         }
     }
@@ -182,6 +189,7 @@ mod tests {
             (AppError::BadInput("x".into()), 400, "bad_request"),
             (AppError::NotFound("x".into()), 404, "not_found"),
             (AppError::Conflict("x".into()), 409, "conflict"),
+            (AppError::Busy("x".into()), 503, "busy"),
         ];
         for (e, status, code) in cases {
             let a = ApiError::from(e);

@@ -376,7 +376,12 @@ async fn upload(
     let enrollments = st.api.enrollments.clone();
     let id = upload_id.clone();
     blocking(move || enrollments.expect_upload(&id)).await?;
-    let bytes = body::read_limited(req.into_body(), media.limit(), media.noun()).await?;
+    let bytes = body::within(
+        body::VIDEO_BODY_SECONDS,
+        media.noun(),
+        body::read_limited(req.into_body(), media.limit(), media.noun()),
+    )
+    .await?;
     if bytes.is_empty() {
         return Err(ApiError::bad_request(format!("{} is empty", media.noun())));
     }

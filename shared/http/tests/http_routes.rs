@@ -329,6 +329,40 @@ async fn match_a_photo_raw_and_as_a_form() {
     )
     .await;
     assert_eq!(r.status, 200);
+
+    // The same photo five times larger (well over the pixels the search works on): scaled down
+    // for the search, answered in its own pixels.
+    let small = image::load_from_memory(&photo).unwrap().to_rgb8();
+    let large = image::imageops::resize(
+        &small,
+        small.width() * 5,
+        small.height() * 5,
+        image::imageops::FilterType::Triangle,
+    );
+    assert!(large.width() as u64 * large.height() as u64 > 4 * twin_app::matching::SEARCH_PIXELS);
+    let mut jpeg = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 90)
+        .encode_image(&large)
+        .unwrap();
+    let big = send(
+        &app,
+        with_body(Method::POST, "/v1/match", Some("image/jpeg"), jpeg),
+    )
+    .await;
+    assert_eq!(big.status, 200, "{:?}", big.body);
+    let g = big.json();
+    assert_eq!(
+        (g["width"].as_i64(), g["height"].as_i64()),
+        (Some(w * 5), Some(h * 5))
+    );
+    assert_eq!(g["faces"][0]["matches"][0]["slug"], "barack_obama");
+    let gb: Vec<i64> = serde_json::from_value(g["faces"][0]["box"].clone()).unwrap();
+    for (big, small) in gb.iter().zip(&b) {
+        assert!(
+            (big - small * 5).abs() <= b[2] * 5 / 10,
+            "box {gb:?} is not {b:?} × 5"
+        );
+    }
 }
 
 #[tokio::test]

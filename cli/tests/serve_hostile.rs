@@ -1,0 +1,137 @@
+//! Eight copies of a hostile photo at once against `twin serve`: a flat grey 12000 × 4166 JPEG
+//! (under a megabyte, no face), the picture that once took a server to 13.5 GB. Every answer
+//! must be an answer (a result, a refusal, or "busy, come back"), and the server's peak memory
+//! must stay under 1.5 GB.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The most the server may hold at its peak, in MB.
+const PEAK_MB: f64 = 1536.0;
+/// Requests at once.
+const PARALLEL: usize = 8;
+
+fn hostile_jpeg() -> Vec<u8> {
+    let img = image::RgbImage::from_pixel(12_000, 4_166, image::Rgb([128, 128, 128]));
+    let mut out = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 90)
+        .encode_image(&img)
+        .expect("encode");
+    out
+}
+
+fn vm_kb(pid: u32, field: &str) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
+/// One `POST /v1/match`; the status and the error code, if any.
+fn post(addr: &str, photo: &[u8]) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    // A guard against a hang, not a measure: the test fails rather than waits forever.
+    s.set_read_timeout(Some(Duration::from_secs(900))).unwrap();
+    write!(
+        s,
+        "POST /v1/match HTTP/1.1\r\nHost: {addr}\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        photo.len()
+    )
+    .unwrap();
+    s.write_all(photo).unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).expect("an answer");
+    let status = answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let code = answer
+        .split("\"code\":\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap_or("")
+        .to_string();
+    if status == 503 {
+        assert!(
+            answer.to_ascii_lowercase().contains("retry-after: "),
+            "a busy answer says when to come back: {answer}"
+        );
+    }
+    (status, code)
+}
+
+#[test]
+fn eight_hostile_photos_at_once_stay_under_a_bound() {
+    let photo = hostile_jpeg();
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(Path::new(env!("CARGO_BIN_EXE_twin")))
+        .arg("--data")
+        .arg(dir.path())
+        .args(["serve", "--addr", "127.0.0.1:0"])
+        .env("TWIN_API_KEY", "hostile-test")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("twin serve starts");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .expect("the address");
+    let addr = line
+        .trim()
+        .strip_prefix("Twin Matcher is at http://")
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .trim_end_matches('/')
+        .to_string();
+    let pid = child.id();
+    let started_mb = vm_kb(pid, "VmHWM:") / 1024.0;
+
+    let t = Instant::now();
+    let answers: Vec<(u16, String, f64)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..PARALLEL)
+            .map(|_| {
+                let (addr, photo) = (&addr, &photo);
+                s.spawn(move || {
+                    let t = Instant::now();
+                    let (status, code) = post(addr, photo);
+                    (status, code, t.elapsed().as_secs_f64())
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let peak_mb = vm_kb(pid, "VmHWM:") / 1024.0;
+    let _ = child.kill();
+    let _ = child.wait();
+    println!(
+        "{PARALLEL} × {} KB JPEG of 12000×4166 at once: peak RSS {peak_mb:.0} MB (at start {started_mb:.0} MB); all answered in {:.1} s",
+        photo.len() / 1024,
+        t.elapsed().as_secs_f64()
+    );
+    for (status, code, s) in &answers {
+        println!("  {status} {code} after {s:.1} s");
+    }
+    for (status, code, _) in &answers {
+        assert!(
+            matches!(
+                (status, code.as_str()),
+                (200, _) | (422, "no_face") | (503, "busy")
+            ),
+            "{status} {code}"
+        );
+    }
+    assert!(
+        answers.iter().any(|a| a.0 == 422),
+        "at least one photo was searched"
+    );
+    assert!(
+        peak_mb < PEAK_MB,
+        "peak RSS {peak_mb:.0} MB, over {PEAK_MB} MB"
+    );
+}
