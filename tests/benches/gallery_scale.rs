@@ -55,6 +55,19 @@ impl ObjectStore for Counting {
     fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
         self.inner.list(prefix)
     }
+    // The rest as the local store does them (the defaults would read whole files).
+    fn get_range(&self, key: &str, start: u64, len: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        self.inner.get_range(key, start, len)
+    }
+    fn file_of(&self, key: &str) -> Option<std::path::PathBuf> {
+        self.inner.file_of(key)
+    }
+    fn list_with_age(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<(String, Option<std::time::Duration>)>, StoreError> {
+        self.inner.list_with_age(prefix)
+    }
 }
 
 /// A deterministic stream of values in [−0.5, 0.5).
