@@ -19,6 +19,7 @@ use serde::Deserialize;
 
 pub mod deploy;
 pub mod events;
+pub mod fuzz;
 pub mod lambda;
 pub mod moto;
 
@@ -47,6 +48,14 @@ pub fn repo_root() -> PathBuf {
         .find(|d| d.join("Cargo.lock").is_file())
         .unwrap_or_else(|| panic!("no workspace (Cargo.lock) above {}", start.display()))
         .to_path_buf()
+}
+
+/// Cargo's build folder (`CARGO_TARGET_DIR`, else `target/` in the checkout): where tests keep
+/// what they leave for people to look at.
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target"))
 }
 
 /// The runtime pieces `scripts/setup` put in this workspace's `vendor/` (or those
