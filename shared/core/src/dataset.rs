@@ -943,12 +943,12 @@ pub fn load_for_search(
                     &**store, n, &seg.id, &key, values,
                 )?));
                 let keys = if l.v == FORMAT_VERSION {
-                    KeySource::Stored {
-                        store: store.clone(),
+                    KeySource::Stored(Arc::new(rows::StoredKeys::new(
+                        store.clone(),
                         key,
-                        at: values as u64 * 4,
-                        rows: seg.rows,
-                    }
+                        values as u64 * 4,
+                        seg.rows,
+                    )))
                 } else {
                     KeySource::Listed(l.identities.into_iter().flat_map(|i| i.crops).collect())
                 };

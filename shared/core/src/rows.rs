@@ -81,18 +81,76 @@ pub enum KeySource {
         /// Rows in the segment.
         count: usize,
     },
-    /// In the keys table of the object `key`, from byte `at`: read from the store, two small
-    /// ranged reads per row asked for.
-    Stored {
-        /// The store.
-        store: Arc<dyn ObjectStore>,
-        /// The segment's `.bin`.
-        key: String,
-        /// Where the table starts.
-        at: u64,
-        /// Rows in the segment.
-        rows: usize,
-    },
+    /// In the keys table of the object `key`, from byte `at`, read from the store: the first
+    /// lookups with two small ranged reads each, while the whole table is read once in the
+    /// background for the lookups after them.
+    Stored(Arc<StoredKeys>),
+}
+
+/// The keys table of a segment in a store (see [`KeySource::Stored`]).
+pub struct StoredKeys {
+    store: Arc<dyn ObjectStore>,
+    key: String,
+    at: u64,
+    rows: usize,
+    /// The whole table, once read.
+    all: std::sync::OnceLock<Vec<String>>,
+    /// Whether the whole table is being read.
+    reading: std::sync::atomic::AtomicBool,
+}
+
+impl StoredKeys {
+    /// The keys table of `key` (rows of `rows`), from byte `at`.
+    pub fn new(store: Arc<dyn ObjectStore>, key: String, at: u64, rows: usize) -> Self {
+        StoredKeys {
+            store,
+            key,
+            at,
+            rows,
+            all: std::sync::OnceLock::new(),
+            reading: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// Row `row`'s key: from the whole table when it has been read, else with two ranged
+    /// reads (and the whole table's read started, once).
+    fn key(self: &Arc<Self>, row: usize) -> Option<String> {
+        if let Some(all) = self.all.get() {
+            return all.get(row).cloned();
+        }
+        if row >= self.rows {
+            return None;
+        }
+        if !self.reading.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            let me = self.clone();
+            std::thread::spawn(move || match me.store.get_range(&me.key, me.at, u64::MAX) {
+                Ok(Some(table)) => match decode_keys(&table, me.rows) {
+                    Ok(keys) => {
+                        let _ = me.all.set(keys);
+                    }
+                    Err(e) => tracing::error!(key = %me.key, error = %e, "a keys table is damaged"),
+                },
+                Ok(None) => tracing::error!(key = %me.key, "a keys table is missing"),
+                Err(e) => tracing::error!(key = %me.key, error = %e, "cannot read a keys table"),
+            });
+        }
+        let offsets = self
+            .store
+            .get_range(&self.key, self.at + row as u64 * 4, 8)
+            .ok()??;
+        let (from, to) = offset_pair(&offsets)?;
+        let table = (self.rows as u64 + 1) * 4;
+        let bytes = self
+            .store
+            .get_range(&self.key, self.at + table + from as u64, (to - from) as u64)
+            .ok()??;
+        String::from_utf8(bytes).ok()
+    }
+
+    /// Whether the whole table has been read.
+    pub fn all_read(&self) -> bool {
+        self.all.get().is_some()
+    }
 }
 
 impl std::fmt::Debug for KeySource {
@@ -100,7 +158,7 @@ impl std::fmt::Debug for KeySource {
         match self {
             KeySource::Listed(k) => write!(f, "KeySource::Listed({} keys)", k.len()),
             KeySource::Mapped { at, .. } => write!(f, "KeySource::Mapped(at {at})"),
-            KeySource::Stored { key, at, .. } => write!(f, "KeySource::Stored({key} at {at})"),
+            KeySource::Stored(k) => write!(f, "KeySource::Stored({} at {})", k.key, k.at),
         }
     }
 }
@@ -116,23 +174,7 @@ impl KeySource {
                 };
                 key_in_table(map.get(*at..)?, *count, row)
             }
-            KeySource::Stored {
-                store,
-                key,
-                at,
-                rows,
-            } => {
-                if row >= *rows {
-                    return None;
-                }
-                let offsets = store.get_range(key, at + row as u64 * 4, 8).ok()??;
-                let (from, to) = offset_pair(&offsets)?;
-                let table = (*rows as u64 + 1) * 4;
-                let bytes = store
-                    .get_range(key, at + table + from as u64, (to - from) as u64)
-                    .ok()??;
-                String::from_utf8(bytes).ok()
-            }
+            KeySource::Stored(keys) => keys.key(row),
         }
     }
 }
@@ -231,12 +273,12 @@ mod tests {
                 at: rows.len() * 4,
                 count: 3,
             },
-            KeySource::Stored {
+            KeySource::Stored(Arc::new(StoredKeys::new(
                 store,
-                key: "dataset/segments/ab.bin".into(),
-                at: rows.len() as u64 * 4,
-                rows: 3,
-            },
+                "dataset/segments/ab.bin".into(),
+                rows.len() as u64 * 4,
+                3,
+            ))),
         ];
         for source in &sources {
             for (r, k) in keys.iter().enumerate() {
@@ -244,5 +286,18 @@ mod tests {
             }
             assert_eq!(source.key(3), None, "{source:?}");
         }
+        // The store's table is read whole after the first lookup; later ones use it.
+        let KeySource::Stored(stored) = &sources[2] else {
+            unreachable!()
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !stored.all_read() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the table was never read"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert_eq!(sources[2].key(1).as_deref(), Some(keys[1]));
     }
 }
