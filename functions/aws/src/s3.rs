@@ -378,52 +378,21 @@ impl UploadSigner for S3Store {
     }
 }
 
-impl ObjectStore for S3Store {
-    fn get(&self, key: &str) -> Result<Option<Tagged>, StoreError> {
-        check_key(key)?;
-        let req = self.client.get_object().bucket(&self.bucket).key(key);
-        let key = key.to_string();
-        self.bridge.run(async move {
-            let resp = match req.send().await {
-                Ok(r) => r,
-                Err(e) => {
-                    return match store_error(&key, e) {
-                        StoreError::NotFound(_) => Ok(None),
-                        other => Err(other),
-                    }
-                }
-            };
-            let tag = resp
-                .e_tag()
-                .ok_or_else(|| backend(&key, "S3 returned no ETag"))?
-                .to_string();
-            let data = resp
-                .body
-                .collect()
-                .await
-                .map_err(|e| backend(&key, e))?
-                .into_bytes()
-                .to_vec();
-            Ok(Some(Tagged { data, tag }))
-        })
-    }
+/// An object's bytes and, when S3 sent one, its ETag.
+type Fetched = (Vec<u8>, Option<String>);
 
-    /// One `GET` with a `Range` header: only the bytes asked for cross the network.
-    fn get_range(&self, key: &str, start: u64, len: u64) -> Result<Option<Vec<u8>>, StoreError> {
+impl S3Store {
+    /// One `GET` of `key`, of the bytes `range` names when given (an HTTP `Range` value): its
+    /// bytes and ETag, `None` when the object does not exist, nothing for a range that starts
+    /// past its end.
+    fn fetch(&self, key: &str, range: Option<String>) -> Result<Option<Fetched>, StoreError> {
         check_key(key)?;
-        if len == 0 {
-            return Ok(self.get(key)?.map(|_| Vec::new()));
-        }
         let req = self
             .client
             .get_object()
             .bucket(&self.bucket)
             .key(key)
-            .range(match start.checked_add(len) {
-                Some(end) => format!("bytes={start}-{}", end - 1),
-                // To the end of the object.
-                None => format!("bytes={start}-"),
-            });
+            .set_range(range);
         let key = key.to_string();
         self.bridge.run(async move {
             let resp = match req.send().await {
@@ -433,12 +402,13 @@ impl ObjectStore for S3Store {
                         StoreError::NotFound(_) => Ok(None),
                         // A range that starts past the end: nothing there.
                         StoreError::Backend { message, .. } if message.contains("InvalidRange") => {
-                            Ok(Some(Vec::new()))
+                            Ok(Some((Vec::new(), None)))
                         }
                         other => Err(other),
                     };
                 }
             };
+            let tag = resp.e_tag().map(str::to_string);
             let data = resp
                 .body
                 .collect()
@@ -446,8 +416,31 @@ impl ObjectStore for S3Store {
                 .map_err(|e| backend(&key, e))?
                 .into_bytes()
                 .to_vec();
-            Ok(Some(data))
+            Ok(Some((data, tag)))
         })
+    }
+}
+
+impl ObjectStore for S3Store {
+    fn get(&self, key: &str) -> Result<Option<Tagged>, StoreError> {
+        let Some((data, tag)) = self.fetch(key, None)? else {
+            return Ok(None);
+        };
+        let tag = tag.ok_or_else(|| backend(key, "S3 returned no ETag"))?;
+        Ok(Some(Tagged { data, tag }))
+    }
+
+    /// One `GET` with a `Range` header: only the bytes asked for cross the network.
+    fn get_range(&self, key: &str, start: u64, len: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        if len == 0 {
+            return Ok(self.get(key)?.map(|_| Vec::new()));
+        }
+        let range = match start.checked_add(len) {
+            Some(end) => format!("bytes={start}-{}", end - 1),
+            // To the end of the object.
+            None => format!("bytes={start}-"),
+        };
+        Ok(self.fetch(key, Some(range))?.map(|(data, _)| data))
     }
 
     fn put(&self, key: &str, data: &[u8], cond: Condition) -> Result<String, StoreError> {

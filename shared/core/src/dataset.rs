@@ -228,9 +228,9 @@ struct ManifestV1 {
     erased_uploads: BTreeSet<String>,
 }
 
-/// A format-3 segment description as stored: each identity's number of rows instead of its crop
-/// keys (those follow the rows in the `.bin`).
-#[derive(Serialize, Deserialize)]
+/// A format-3 segment description as this build writes it: each identity's number of rows
+/// instead of its crop keys (those follow the rows in the `.bin`). Read as a [`SegmentHead`].
+#[derive(Serialize)]
 struct SegmentFile {
     v: u32,
     dim: usize,
@@ -240,7 +240,7 @@ struct SegmentFile {
 }
 
 /// One identity of a [`SegmentFile`].
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize)]
 struct SegmentIdentity {
     slug: String,
     display_name: String,
@@ -364,64 +364,96 @@ fn read_stored(store: &dyn ObjectStore, n: u64) -> Result<Stored, DatasetError> 
     Ok(stored)
 }
 
-/// Reads a segment's description (with its crop keys, from the `.bin` in format 3).
+/// A segment's description as stored, in either segmented format: each identity's number of
+/// rows, and in format 2 its crop keys too (format 3 keeps them in the `.bin`).
+#[derive(Deserialize)]
+struct SegmentHead {
+    v: u32,
+    dim: usize,
+    rows: usize,
+    identities: Vec<HeadIdentity>,
+    uploads: BTreeSet<String>,
+}
+
+#[derive(Deserialize)]
+struct HeadIdentity {
+    slug: String,
+    display_name: String,
+    #[serde(default)]
+    rows: usize,
+    #[serde(default)]
+    crops: Vec<String>,
+    uploads: Vec<String>,
+}
+
+/// Reads and checks a segment's `.json` (its format, and that its rows add up), never its
+/// `.bin`: what every reader of the segments starts from.
+fn read_segment_head(
+    store: &dyn ObjectStore,
+    n: u64,
+    seg: &SegmentRef,
+) -> Result<SegmentHead, DatasetError> {
+    let bad = corrupt(n);
+    let key = segment_meta_key(&seg.id).map_err(|e| bad(e.to_string()))?;
+    let obj = store
+        .get(&key)?
+        .ok_or_else(|| bad(format!("segment {} is missing", seg.id)))?;
+    let mut head: SegmentHead =
+        serde_json::from_slice(&obj.data).map_err(|e| bad(format!("segment {}: {e}", seg.id)))?;
+    match head.v {
+        FORMAT_V2 => head
+            .identities
+            .iter_mut()
+            .for_each(|i| i.rows = i.crops.len()),
+        FORMAT_VERSION => {}
+        other => return Err(bad(format!("segment {} is in format {other}", seg.id))),
+    }
+    let rows: usize = head.identities.iter().map(|i| i.rows).sum();
+    if rows != head.rows || head.rows != seg.rows {
+        return Err(bad(format!("segment {} does not add up", seg.id)));
+    }
+    Ok(head)
+}
+
+/// Reads a segment's description with its crop keys (from the `.bin` in format 3).
 fn read_segment_meta(
     store: &dyn ObjectStore,
     n: u64,
     seg: &SegmentRef,
 ) -> Result<SegmentMeta, DatasetError> {
     let bad = corrupt(n);
-    let key = segment_meta_key(&seg.id).map_err(|e| bad(e.to_string()))?;
-    let obj = store
-        .get(&key)?
-        .ok_or_else(|| bad(format!("segment {} is missing", seg.id)))?;
-    let format = serde_json::from_slice::<FormatOnly>(&obj.data)
-        .map_err(|e| bad(format!("segment {}: {e}", seg.id)))?
-        .v;
-    let meta = match format {
-        FORMAT_V2 => serde_json::from_slice::<SegmentMeta>(&obj.data)
-            .map_err(|e| bad(format!("segment {}: {e}", seg.id)))?,
-        FORMAT_VERSION => {
-            let file: SegmentFile = serde_json::from_slice(&obj.data)
-                .map_err(|e| bad(format!("segment {}: {e}", seg.id)))?;
-            let bin = segment_rows_key(&seg.id).map_err(|e| bad(e.to_string()))?;
-            let table = store
-                .get_range(&bin, (file.rows * file.dim * 4) as u64, u64::MAX)?
-                .ok_or_else(|| bad(format!("the rows of segment {} are missing", seg.id)))?;
-            let mut keys = rows::decode_keys(&table, file.rows)
-                .map_err(|m| bad(format!("segment {}: {m}", seg.id)))?
-                .into_iter();
-            let identities = file
-                .identities
-                .into_iter()
-                .map(|i| Identity {
-                    crops: keys.by_ref().take(i.rows).collect(),
-                    slug: i.slug,
-                    display_name: i.display_name,
-                    uploads: i.uploads,
-                })
-                .collect();
-            SegmentMeta {
-                v: FORMAT_VERSION,
-                dim: file.dim,
-                rows: file.rows,
-                identities,
-                uploads: file.uploads,
-            }
-        }
-        other => return Err(bad(format!("segment {} is in format {other}", seg.id))),
-    };
-    let rows: usize = meta.identities.iter().map(|i| i.crops.len()).sum();
-    if rows != meta.rows || meta.rows != seg.rows {
-        return Err(bad(format!("segment {} does not add up", seg.id)));
+    let head = read_segment_head(store, n, seg)?;
+    let mut keys = if head.v == FORMAT_VERSION {
+        let bin = segment_rows_key(&seg.id).map_err(|e| bad(e.to_string()))?;
+        let table = store
+            .get_range(&bin, (head.rows * head.dim * 4) as u64, u64::MAX)?
+            .ok_or_else(|| bad(format!("the rows of segment {} are missing", seg.id)))?;
+        rows::decode_keys(&table, head.rows).map_err(|m| bad(format!("segment {}: {m}", seg.id)))?
+    } else {
+        Vec::new()
     }
-    Ok(meta)
-}
-
-/// The format of a stored description, read alone.
-#[derive(Deserialize)]
-struct FormatOnly {
-    v: u32,
+    .into_iter();
+    let identities = head
+        .identities
+        .into_iter()
+        .map(|i| Identity {
+            crops: if head.v == FORMAT_VERSION {
+                keys.by_ref().take(i.rows).collect()
+            } else {
+                i.crops
+            },
+            slug: i.slug,
+            display_name: i.display_name,
+            uploads: i.uploads,
+        })
+        .collect();
+    Ok(SegmentMeta {
+        v: head.v,
+        dim: head.dim,
+        rows: head.rows,
+        identities,
+        uploads: head.uploads,
+    })
 }
 
 /// Reads a segment's embeddings (a format-3 `.bin` has its keys table after them).
@@ -665,26 +697,6 @@ impl People {
     }
 }
 
-/// A segment description as [`People`] reads it (format 2's crop keys only counted).
-#[derive(Deserialize)]
-struct PeopleSegment {
-    v: u32,
-    rows: usize,
-    identities: Vec<PeopleIdentity>,
-    uploads: BTreeSet<String>,
-}
-
-#[derive(Deserialize)]
-struct PeopleIdentity {
-    slug: String,
-    display_name: String,
-    #[serde(default)]
-    rows: usize,
-    #[serde(default)]
-    crops: Vec<serde::de::IgnoredAny>,
-    uploads: Vec<String>,
-}
-
 /// Reads the current version's people (see [`People`]); a damaged version falls back to the
 /// newest good one.
 pub fn load_current_people(store: &dyn ObjectStore) -> Result<Option<People>, DatasetError> {
@@ -696,7 +708,6 @@ pub fn load_current_people(store: &dyn ObjectStore) -> Result<Option<People>, Da
 
 /// Reads version `n`'s people (see [`People`]).
 pub fn load_people(store: &dyn ObjectStore, n: u64) -> Result<People, DatasetError> {
-    let bad = corrupt(n);
     let file = match read_stored(store, n)? {
         Stored::Segmented(f) => f,
         Stored::V1(_) => {
@@ -721,22 +732,7 @@ pub fn load_people(store: &dyn ObjectStore, n: u64) -> Result<People, DatasetErr
     let mut people: BTreeMap<String, Person> = BTreeMap::new();
     let mut applied = BTreeSet::new();
     for (si, seg) in file.segments.iter().enumerate() {
-        let key = segment_meta_key(&seg.id).map_err(|e| bad(e.to_string()))?;
-        let obj = store
-            .get(&key)?
-            .ok_or_else(|| bad(format!("segment {} is missing", seg.id)))?;
-        let mut p: PeopleSegment = serde_json::from_slice(&obj.data)
-            .map_err(|e| bad(format!("segment {}: {e}", seg.id)))?;
-        if p.v == FORMAT_V2 {
-            for i in &mut p.identities {
-                i.rows = i.crops.len();
-            }
-        } else if p.v != FORMAT_VERSION {
-            return Err(bad(format!("segment {} is in format {}", seg.id, p.v)));
-        }
-        if p.identities.iter().map(|i| i.rows).sum::<usize>() != p.rows || p.rows != seg.rows {
-            return Err(bad(format!("segment {} does not add up", seg.id)));
-        }
+        let p = read_segment_head(store, n, seg)?;
         applied.extend(p.uploads);
         for i in p.identities {
             if file.erased.get(&i.slug).is_some_and(|&upto| si < upto) {
@@ -816,26 +812,6 @@ impl From<Snapshot> for SearchVersion {
     }
 }
 
-/// A segment description as a search reads it: names and row counts (format 3), or crop keys
-/// (format 2); the uploads are skipped.
-#[derive(Deserialize)]
-struct LeanSegment {
-    v: u32,
-    dim: usize,
-    rows: usize,
-    identities: Vec<LeanIdentity>,
-}
-
-#[derive(Deserialize)]
-struct LeanIdentity {
-    slug: String,
-    display_name: String,
-    #[serde(default)]
-    rows: usize,
-    #[serde(default)]
-    crops: Vec<String>,
-}
-
 /// Reads the current version for search (see [`SearchVersion`]); a damaged one falls back to the
 /// newest good version.
 pub fn load_current_for_search(
@@ -859,21 +835,8 @@ pub fn load_for_search(
     };
     let mut lean = Vec::with_capacity(file.segments.len());
     for seg in &file.segments {
-        let key = segment_meta_key(&seg.id).map_err(|e| bad(e.to_string()))?;
-        let obj = store
-            .get(&key)?
-            .ok_or_else(|| bad(format!("segment {} is missing", seg.id)))?;
-        let mut l: LeanSegment = serde_json::from_slice(&obj.data)
-            .map_err(|e| bad(format!("segment {}: {e}", seg.id)))?;
-        if l.v == FORMAT_V2 {
-            for i in &mut l.identities {
-                i.rows = i.crops.len();
-            }
-        } else if l.v != FORMAT_VERSION {
-            return Err(bad(format!("segment {} is in format {}", seg.id, l.v)));
-        }
-        let rows: usize = l.identities.iter().map(|i| i.rows).sum();
-        if rows != l.rows || l.rows != seg.rows || l.dim != file.dim {
+        let l = read_segment_head(&**store, n, seg)?;
+        if l.dim != file.dim {
             return Err(bad(format!("segment {} does not add up", seg.id)));
         }
         lean.push(l);

@@ -145,23 +145,29 @@ impl Gallery {
             .unwrap_or_default()
     }
 
-    /// The mean of identity `i`'s rows.
-    fn prototype_of(&self, i: usize) -> Vec<f32> {
+    /// The means of the rows of identities `ids`, in one pass over the rows.
+    fn prototypes_of(&self, ids: &[usize]) -> Vec<Vec<f32>> {
         if let Some((p, _)) = self.prototypes.get() {
-            return p[i * self.dim..(i + 1) * self.dim].to_vec();
+            return ids
+                .iter()
+                .map(|&i| p[i * self.dim..(i + 1) * self.dim].to_vec())
+                .collect();
         }
-        let mut p = vec![0f32; self.dim];
-        let mut count = 0usize;
+        let mut sums = vec![vec![0f32; self.dim]; ids.len()];
+        let mut counts = vec![0usize; ids.len()];
         for ((rows, _), &start) in self.segments.iter().zip(&self.starts) {
             for (r, x) in rows.values().chunks_exact(self.dim).enumerate() {
-                if self.owner[start + r] == i as u32 {
-                    p.iter_mut().zip(x).for_each(|(a, b)| *a += b);
-                    count += 1;
+                let o = self.owner[start + r];
+                if let Some(slot) = ids.iter().position(|&i| i as u32 == o) {
+                    sums[slot].iter_mut().zip(x).for_each(|(a, b)| *a += b);
+                    counts[slot] += 1;
                 }
             }
         }
-        p.iter_mut().for_each(|a| *a /= count.max(1) as f32);
-        p
+        for (p, c) in sums.iter_mut().zip(&counts) {
+            p.iter_mut().for_each(|a| *a /= (*c).max(1) as f32);
+        }
+        sums
     }
 
     /// Every identity's prototype and its length, computed once.
@@ -253,11 +259,13 @@ impl Gallery {
         order.select_nth_unstable_by(k - 1, |&a, &b| key(a).total_cmp(&key(b)));
         order.truncate(k);
         order.sort_by(|&a, &b| key(a).total_cmp(&key(b)));
+        let prototypes = self.prototypes_of(&order);
         order
             .into_iter()
-            .map(|i| {
+            .zip(prototypes)
+            .map(|(i, proto)| {
                 let distance = best[i].0.max(0.0).sqrt();
-                let pd = l2_squared(query, &self.prototype_of(i)).sqrt();
+                let pd = l2_squared(query, &proto).sqrt();
                 Hit {
                     slug: self.names[i].0.clone(),
                     display_name: self.names[i].1.clone(),
