@@ -79,7 +79,7 @@ impl DatasetStep {
                 }
             };
             if applied.contains(&m.upload_id) {
-                indexed.push(m.upload_id.clone());
+                indexed.push((results.len(), m.upload_id.clone()));
                 results.push(Ok(()));
                 continue;
             }
@@ -93,7 +93,7 @@ impl DatasetStep {
             }
             match self.load_and_embed(&m.crops) {
                 Ok(embeddings) => {
-                    indexed.push(m.upload_id.clone());
+                    indexed.push((results.len(), m.upload_id.clone()));
                     updates.push(Update::Add {
                         message: m,
                         embeddings,
@@ -123,15 +123,25 @@ impl DatasetStep {
                 }
             }
         }
-        for upload_id in indexed {
-            if let Ok(Some(mut s)) = enrollment::read_status(&*self.store, &upload_id) {
-                if let (EnrollmentState::Cropped, Some(v)) = (s.state, current) {
-                    if s.index(v).is_ok() {
-                        if let Err(e) = enrollment::save_status(&*self.store, &s, Condition::None) {
-                            tracing::error!(upload_id = %upload_id, error = %e, "cannot record the indexed state");
+        // A message whose enrollment could not be marked `indexed` is not done: delivered again,
+        // it finds its upload applied and marks it then.
+        for (i, upload_id) in indexed {
+            let marked = enrollment::read_status(&*self.store, &upload_id).and_then(|s| {
+                match (s, current) {
+                    (Some(mut s), Some(v)) if s.state == EnrollmentState::Cropped => {
+                        if s.index(v).is_ok() {
+                            enrollment::save_status(&*self.store, &s, Condition::None)?;
                         }
+                        Ok(())
                     }
+                    _ => Ok(()),
                 }
+            });
+            if let Err(e) = marked {
+                tracing::error!(upload_id = %upload_id, error = %e, "cannot record the indexed state");
+                results[i] = Err(StepError::Failed(format!(
+                    "cannot record the indexed state: {e}"
+                )));
             }
         }
         if committed.is_some() {

@@ -81,10 +81,15 @@ impl Ingest {
     }
 
     /// Cuts the faces of an `uploaded` enrollment, stores the crops, records `cropped` and sends
-    /// the dataset step's message. Any other state is left alone (a repeated event). An upload
-    /// that cannot be used ends `failed` with the reason; errors are for what a retry may fix.
+    /// the dataset step's message. A `cropped` one whose message is not known to be sent has it
+    /// sent (a retry after the send failed); any other state is left alone (a repeated event).
+    /// An upload that cannot be used ends `failed` with the reason; errors are for what a retry
+    /// may fix.
     pub fn run(&self, upload_id: &str) -> Result<()> {
         let mut status = self.status(upload_id)?;
+        if status.state == EnrollmentState::Cropped {
+            return self.send_pending(upload_id);
+        }
         if status.state != EnrollmentState::Uploaded {
             return Ok(());
         }
@@ -197,6 +202,17 @@ impl Ingest {
         match self.save(&current, Condition::IfMatch(stored.tag)) {
             Ok(()) | Err(Error::Conflict(_)) => Ok(()),
             Err(e) => Err(e),
+        }
+    }
+
+    /// Finishes an enrollment a stopped process left between steps ([`Ingest::pending`]): an
+    /// `uploaded` one is ingested; a `cropped` one has its message sent, again if it was sent
+    /// already (it may have been lost with the process's queue), and recorded as sent.
+    pub fn resume(&self, s: &EnrollmentStatus) -> Result<()> {
+        match s.state {
+            EnrollmentState::Uploaded => self.run(&s.upload_id),
+            _ if s.owes_message() => self.send_pending(&s.upload_id),
+            _ => self.resend(s),
         }
     }
 

@@ -29,6 +29,8 @@ use crate::Engines;
 
 /// How often `models/CURRENT` and `dataset/CURRENT` are checked unless configured.
 pub const DEFAULT_MODEL_POLL: Duration = Duration::from_secs(2);
+/// The waits before the ingest worker tries an upload again after an error.
+const INGEST_RETRIES: &[Duration] = &[Duration::from_secs(1), Duration::from_secs(5)];
 /// How long a message the dataset step took stays invisible before it comes back.
 const QUEUE_VISIBILITY: Duration = Duration::from_secs(300);
 
@@ -108,7 +110,7 @@ impl Local {
         for s in local.ingest.pending()? {
             match s.state {
                 EnrollmentState::Uploaded => local.notify(&s.upload_id),
-                _ => local.ingest.resend(&s)?,
+                _ => local.ingest.resume(&s)?,
             }
         }
         Ok(local)
@@ -226,10 +228,7 @@ impl Local {
     /// commands). Returns the dataset version current afterwards.
     pub fn resume_inline(&self) -> Result<u64> {
         for s in self.ingest.pending()? {
-            match s.state {
-                EnrollmentState::Uploaded => self.ingest.run(&s.upload_id)?,
-                _ => self.ingest.resend(&s)?,
-            }
+            self.ingest.resume(&s)?;
         }
         self.dataset.drain(&*self.queue)
     }
@@ -285,7 +284,17 @@ fn ingest_worker(local: Weak<Local>, rx: mpsc::Receiver<String>) {
         let Some(local) = local.upgrade() else { return };
         let span = tracing::info_span!("ingest", upload_id = %id);
         let _e = span.enter();
-        if let Err(e) = local.ingest.run(&id) {
+        // A failure a retry may fix (the store or the queue) is tried again, as an upload
+        // event is delivered again in AWS; the enrollment fails only after the last try.
+        let mut result = local.ingest.run(&id);
+        for wait in INGEST_RETRIES {
+            if result.is_ok() {
+                break;
+            }
+            std::thread::sleep(*wait);
+            result = local.ingest.run(&id);
+        }
+        if let Err(e) = result {
             tracing::error!(error = %e, "ingest failed");
             // Only an upload whose faces were not cut fails here; a `cropped` one may have sent
             // its message already (the next opening of the folder sends it again).

@@ -1108,22 +1108,67 @@ fn claim_and_publish(
     tag: Option<String>,
 ) -> Result<Option<u64>, DatasetError> {
     let mut n = after + 1;
+    let cond = match tag {
+        Some(t) => Condition::IfMatch(t),
+        None => Condition::IfAbsent,
+    };
     loop {
         next.version = n;
         let body = serde_json::to_vec_pretty(&next).expect("a version file serializes");
         match store.put(&manifest_key(n), &body, Condition::IfAbsent) {
             Ok(_) => break,
-            Err(StoreError::PreconditionFailed(_)) => n += 1,
+            Err(StoreError::PreconditionFailed(_)) => {
+                if n == after + 1 && lands_claimed(store, n, after, &cond)? {
+                    // The next version was another commit's, left unpublished: it is current
+                    // now, and the caller starts again from it.
+                    return Ok(None);
+                }
+                n += 1
+            }
             Err(e) => return Err(e.into()),
         }
     }
-    let cond = match tag {
-        Some(t) => Condition::IfMatch(t),
-        None => Condition::IfAbsent,
-    };
     match store.put(DATASET_CURRENT, n.to_string().as_bytes(), cond) {
         Ok(_) => Ok(Some(n)),
         Err(StoreError::PreconditionFailed(_)) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Publishes version `n` (claimed by a commit on top of `after` that stopped, or has yet to
+/// publish, before moving `CURRENT`) when `CURRENT` is still `after` and every segment it names
+/// is stored: a commit that failed or crashed after its claim is then not lost, and is not done
+/// twice (its retry finds it applied), nor does it leave a gap in the versions. A commit still
+/// in flight loses nothing either: it meant to publish the same file. Returns whether it did.
+fn lands_claimed(
+    store: &dyn ObjectStore,
+    n: u64,
+    after: u64,
+    cond: &Condition,
+) -> Result<bool, DatasetError> {
+    let file = match read_stored(store, n) {
+        Ok(Stored::Segmented(f)) => f,
+        Ok(Stored::V1(_)) | Err(DatasetError::Corrupt { .. }) => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    if file.parent != (after > 0).then_some(after) {
+        return Ok(false);
+    }
+    for seg in &file.segments {
+        // A segment's description is written after its rows.
+        let Ok(key) = segment_meta_key(&seg.id) else {
+            return Ok(false);
+        };
+        if store.get_range(&key, 0, 1)?.is_none() {
+            return Ok(false);
+        }
+    }
+    match store.put(DATASET_CURRENT, n.to_string().as_bytes(), cond.clone()) {
+        Ok(_) => {
+            tracing::warn!(version = n, "an unpublished dataset version was published");
+            Ok(true)
+        }
+        Err(StoreError::PreconditionFailed(_)) => Ok(false),
         Err(e) => Err(e.into()),
     }
 }

@@ -201,8 +201,11 @@ pub fn read_labels(store: &dyn ObjectStore, n: u64) -> Result<Labels, ModelError
 pub fn knowing(store: &dyn ObjectStore, slug: &str) -> Result<Vec<u64>, ModelError> {
     let mut out = Vec::new();
     for n in versions(store)? {
-        let in_labels =
-            read_labels(store, n).is_ok_and(|l| l.labels.iter().any(|l| l.slug == slug));
+        let in_labels = match read_labels(store, n) {
+            Ok(l) => l.labels.iter().any(|l| l.slug == slug),
+            Err(ModelError::NotFound(_) | ModelError::Corrupt(_)) => false,
+            Err(e) => return Err(e),
+        };
         let in_metrics = read_metrics(store, n)?.is_some_and(|m| {
             m.per_identity.iter().any(|p| p.slug == slug)
                 || m.held_back.iter().any(|h| h.slug == slug)
@@ -221,8 +224,12 @@ pub fn knowing(store: &dyn ObjectStore, slug: &str) -> Result<Vec<u64>, ModelErr
 pub fn forget(store: &dyn ObjectStore, slug: &str) -> Result<Vec<u64>, ModelError> {
     let mut rewritten = Vec::new();
     for n in versions(store)? {
-        let Ok(mut labels) = read_labels(store, n) else {
-            continue;
+        // A version without readable labels names nobody; a failed read is an error (the
+        // person must not stay in a version that could not be read).
+        let mut labels = match read_labels(store, n) {
+            Ok(l) => l,
+            Err(ModelError::NotFound(_) | ModelError::Corrupt(_)) => continue,
+            Err(e) => return Err(e),
         };
         let columns: Vec<usize> = labels
             .labels
@@ -527,15 +534,27 @@ fn claim_version(
     labels: &[Label],
     dataset_version: u64,
 ) -> Result<u64, ModelError> {
-    let mut n = versions(store)?.first().map_or(1, |v| v + 1);
+    let labels_of = |n: u64| Labels {
+        v: MODEL_FORMAT,
+        version: n,
+        dataset_version,
+        labels: labels.to_vec(),
+    };
+    let newest = versions(store)?.first().copied();
+    if let Some(n) = newest {
+        // The same training (same dataset version, same labels: training is deterministic)
+        // claimed it and stopped before its metrics: it is finished under its own number.
+        if read_metrics(store, n)?.is_none() {
+            match read_labels(store, n) {
+                Ok(l) if l == labels_of(n) => return Ok(n),
+                Ok(_) | Err(ModelError::NotFound(_) | ModelError::Corrupt(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    let mut n = newest.map_or(1, |v| v + 1);
     loop {
-        let body = serde_json::to_vec_pretty(&Labels {
-            v: MODEL_FORMAT,
-            version: n,
-            dataset_version,
-            labels: labels.to_vec(),
-        })
-        .expect("labels serialize");
+        let body = serde_json::to_vec_pretty(&labels_of(n)).expect("labels serialize");
         match store.put(&labels_key(n), &body, Condition::IfAbsent) {
             Ok(_) => return Ok(n),
             Err(StoreError::PreconditionFailed(_)) => n += 1,
