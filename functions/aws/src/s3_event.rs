@@ -247,4 +247,68 @@ mod tests {
         ));
         assert_eq!(decode_key("a%2Fb+c%2Bd").as_deref(), Some("a/b c+d"));
     }
+
+    #[test]
+    fn refuses_odd_shapes_and_reads_odd_values() {
+        let not_s3 = |v: Value| {
+            assert!(matches!(parse(&v), Err(S3EventError::NotS3(_))), "{v}");
+        };
+        not_s3(serde_json::json!([{"s3": {}}]));
+        not_s3(serde_json::json!(42));
+        not_s3(serde_json::json!(null));
+        not_s3(serde_json::json!({"Records": {"s3": {}}}));
+        not_s3(serde_json::json!({"Records": [{"eventName": "ObjectCreated:Put"}]}));
+        // A body wrapped as a string in a string in a string…: refused past a few levels.
+        let mut nested = Value::String(fixture_text("moto-s3-put.json").to_string());
+        for _ in 0..6 {
+            nested = Value::String(nested.to_string());
+        }
+        assert_eq!(
+            parse(&nested),
+            Err(S3EventError::NotS3("notification nested too deeply".into()))
+        );
+        // Empty names count as missing.
+        let record = |event: &str, bucket: &str, key: &str| {
+            serde_json::json!({"Records": [{"eventName": event,
+                "s3": {"bucket": {"name": bucket}, "object": {"key": key}}}]})
+        };
+        assert_eq!(
+            parse(&record("ObjectCreated:Put", "", "uploads/a/b.mp4")),
+            Err(S3EventError::Missing {
+                index: 0,
+                field: "s3.bucket.name"
+            })
+        );
+        assert_eq!(
+            parse(&record("", "b", "uploads/a/b.mp4")),
+            Err(S3EventError::Missing {
+                index: 0,
+                field: "eventName"
+            })
+        );
+        // No records: nothing to do.
+        assert_eq!(parse(&serde_json::json!({"Records": []})), Ok(vec![]));
+        // A deletion is read, and is not a creation.
+        let removed = parse(&record("ObjectRemoved:Delete", "b", "uploads/a/b.mp4")).unwrap();
+        assert!(!removed[0].is_created());
+        // A key that decodes to a path out of the bucket's layout is read as sent; the store's
+        // key check refuses it.
+        let climb = parse(&record(
+            "ObjectCreated:Put",
+            "b",
+            "uploads%2F..%2F..%2Fetc%2Fpasswd",
+        ))
+        .unwrap();
+        assert_eq!(climb[0].key, "uploads/../../etc/passwd");
+        assert!(twin_core::store::check_key(&climb[0].key).is_err());
+        // A size that is not a whole number, or an empty ETag, is no size and no ETag.
+        let odd = serde_json::json!({"Records": [{"eventName": "ObjectCreated:Put",
+            "s3": {"bucket": {"name": "b"},
+                   "object": {"key": "k", "size": -5, "eTag": ""}}}]});
+        let got = parse(&odd).unwrap();
+        assert_eq!((got[0].size, got[0].etag.as_deref()), (None, None));
+        let odd = serde_json::json!({"Records": [{"eventName": "ObjectCreated:Put",
+            "s3": {"bucket": {"name": "b"}, "object": {"key": "k", "size": "12"}}}]});
+        assert_eq!(parse(&odd).unwrap()[0].size, None);
+    }
 }

@@ -162,4 +162,55 @@ mod tests {
         m.slug = "../ada".into();
         assert!(IngestMessage::parse(&m.to_json()).is_err());
     }
+
+    #[test]
+    fn refuses_bad_fields_and_train_requests() {
+        // Fields that fail their checks.
+        let bad = |f: &dyn Fn(&mut IngestMessage)| {
+            let mut m = msg();
+            f(&mut m);
+            IngestMessage::parse(&m.to_json()).unwrap_err()
+        };
+        assert!(matches!(
+            bad(&|m| m.upload_id = "U-1".into()),
+            MessageError::Invalid(_)
+        ));
+        assert!(matches!(
+            bad(&|m| m.display_name = "Ada\u{202E}".into()),
+            MessageError::Invalid(_)
+        ));
+        assert!(matches!(
+            bad(&|m| m.display_name = "   ".into()),
+            MessageError::Invalid(_)
+        ));
+        // Fields of the wrong type, missing, or a number out of range.
+        for body in [
+            r#"{"v":1,"upload_id":"u-1","slug":"ada","display_name":"Ada","source_key":"","crops":"crops/ada/u-1/0.png","rejected":{}}"#,
+            r#"{"v":1,"upload_id":"u-1","slug":"ada","display_name":"Ada","source_key":"","rejected":{}}"#,
+            r#"{"v":1,"upload_id":"u-1","slug":"ada","display_name":"Ada","source_key":"","crops":[],"rejected":{"blurred":-1}}"#,
+            "",
+        ] {
+            assert!(
+                matches!(IngestMessage::parse(body), Err(MessageError::Malformed(_))),
+                "{body}"
+            );
+        }
+        // Train requests: another version, a negative or missing version number.
+        assert!(matches!(
+            TrainRequest::parse(r#"{"v":2,"dataset_version":3,"reason":"x"}"#),
+            Err(MessageError::Version(2))
+        ));
+        for body in [
+            r#"{"v":1,"dataset_version":-3,"reason":"x"}"#,
+            r#"{"v":1,"reason":"x"}"#,
+            r#"{"v":1,"dataset_version":1e400,"reason":"x"}"#,
+        ] {
+            assert!(
+                matches!(TrainRequest::parse(body), Err(MessageError::Malformed(_))),
+                "{body}"
+            );
+        }
+        let ok = TrainRequest::parse(r#"{"v":1,"dataset_version":3,"reason":"new identity"}"#);
+        assert_eq!(ok.unwrap().dataset_version, 3);
+    }
 }

@@ -254,4 +254,66 @@ mod tests {
         // (a new person gets the next free slug, see the enrollment use case).
         assert_eq!(slugify("barack-OBAMA!"), slugify("Barack Obama"));
     }
+
+    #[test]
+    fn hostile_names_are_refused_with_their_reason() {
+        // Line breaks, tabs and bells are control characters, wherever they are.
+        for name in [
+            "Ada\nLovelace",
+            "Ada\tLovelace",
+            "Ada\u{7}",
+            "\u{1b}[31mAda",
+        ] {
+            assert_eq!(display_name(name), Err(NameError::Control), "{name:?}");
+        }
+        // Nothing to read: spaces, a zero-width space, punctuation.
+        for name in ["   ", "\u{200B}", "\u{200B}\u{200B} ", "-_-", ""] {
+            assert_eq!(display_name(name), Err(NameError::Empty), "{name:?}");
+        }
+        // Marks that change the direction of the text around them.
+        for name in ["Ada\u{200F}", "\u{061C}Ada", "Ada\u{2066}x\u{2069}"] {
+            assert_eq!(display_name(name), Err(NameError::Bidi), "{name:?}");
+        }
+        // Length counts characters after NFC: 100 are fine, a letter under 200 stacked accents
+        // is not.
+        assert_eq!(display_name(&"é".repeat(100)).unwrap().chars().count(), 100);
+        assert_eq!(display_name(&"x".repeat(300)), Err(NameError::TooLong));
+        let stacked = format!("Z{}", "\u{301}\u{316}".repeat(100));
+        assert_eq!(display_name(&stacked), Err(NameError::TooLong));
+    }
+
+    #[test]
+    fn look_alike_and_full_width_names_do_not_take_someone_elses_slug() {
+        // A Cyrillic "А" in front of "da" is not "Ada".
+        let homoglyph = slugify("\u{410}da");
+        assert_ne!(homoglyph, slugify("Ada"));
+        check_slug(&homoglyph).unwrap();
+        // Full-width Latin letters are kept as typed, with a slug of their own.
+        let wide = "\u{FF21}\u{FF44}\u{FF41}";
+        assert_eq!(display_name(wide).unwrap(), wide);
+        let slug = slugify(wide);
+        assert!(slug.starts_with("id_"), "{slug}");
+        assert_ne!(slug, slugify("Ada"));
+    }
+
+    #[test]
+    fn slugs_are_checked() {
+        for bad in [
+            "",
+            "Ada",
+            "ada-lovelace",
+            "ada lovelace",
+            "../ada",
+            "ada/x",
+            "ad\u{e9}",
+            &"a".repeat(MAX_SLUG + 1),
+        ] {
+            assert!(
+                matches!(check_slug(bad), Err(NameError::BadSlug(_))),
+                "{bad:?} accepted"
+            );
+        }
+        check_slug(&"a".repeat(MAX_SLUG)).unwrap();
+        check_slug("lin_manuel_miranda_2").unwrap();
+    }
 }

@@ -278,4 +278,151 @@ mod tests {
             Err(ImageError::TooManyBytes { .. })
         ));
     }
+
+    /// A PNG of `width`×`height` whose header is all there is (its image data is empty).
+    fn png_header_only(width: u32, height: u32) -> Vec<u8> {
+        fn crc32(bytes: &[u8]) -> u32 {
+            let mut crc = !0u32;
+            for &b in bytes {
+                crc ^= b as u32;
+                for _ in 0..8 {
+                    crc = if crc & 1 != 0 {
+                        (crc >> 1) ^ 0xEDB8_8320
+                    } else {
+                        crc >> 1
+                    };
+                }
+            }
+            !crc
+        }
+        fn chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
+            out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+            let start = out.len();
+            out.extend_from_slice(kind);
+            out.extend_from_slice(data);
+            let crc = crc32(&out[start..]);
+            out.extend_from_slice(&crc.to_be_bytes());
+        }
+        let mut ihdr = Vec::new();
+        ihdr.extend_from_slice(&width.to_be_bytes());
+        ihdr.extend_from_slice(&height.to_be_bytes());
+        ihdr.extend_from_slice(&[8, 2, 0, 0, 0]); // 8 bits, RGB, deflate, no filter, no interlace
+        let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+        chunk(&mut png, b"IHDR", &ihdr);
+        // An empty deflate stream: the pixels are missing.
+        chunk(
+            &mut png,
+            b"IDAT",
+            &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01],
+        );
+        chunk(&mut png, b"IEND", &[]);
+        png
+    }
+
+    #[test]
+    fn refuses_other_formats_and_empty_files() {
+        let unknown = |bytes: &[u8]| {
+            let e = decode(bytes, &Limits::default()).unwrap_err();
+            assert!(matches!(e, ImageError::UnknownFormat), "{e}");
+            assert_eq!(e.to_string(), "not a JPEG, PNG or WebP image");
+        };
+        unknown(b"");
+        unknown(b"GIF89a\x01\x00\x01\x00\x80\x00\x00");
+        unknown(b"BM\x3a\x00\x00\x00\x00\x00\x00\x00\x36\x00\x00\x00\x28\x00");
+        unknown(b"II*\x00\x08\x00\x00\x00\x00\x00");
+        unknown(b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic");
+        unknown(b"<svg xmlns=\"http://www.w3.org/2000/svg\"/>");
+    }
+
+    #[test]
+    fn refuses_headers_without_an_image() {
+        // A JPEG's start marker and nothing else.
+        let e = decode(&[0xFF, 0xD8, 0xFF], &Limits::default()).unwrap_err();
+        assert!(matches!(e, ImageError::Truncated("JPEG")), "{e}");
+        // A PNG header that claims 30 000 × 30 000 pixels: refused from the header, before a
+        // byte of pixels is allocated.
+        let e = decode(&png_header_only(30_000, 30_000), &Limits::default()).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ImageError::TooLarge {
+                    width: 30_000,
+                    height: 30_000,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        // A PNG one pixel wider than the side limit, one pixel high.
+        let e = decode(&png_header_only(12_001, 1), &Limits::default()).unwrap_err();
+        assert!(e.to_string().contains("12001×1"), "{e}");
+        // A PNG that claims no pixels at all, and one whose pixels are missing.
+        let e = decode(&png_header_only(0, 10), &Limits::default()).unwrap_err();
+        assert!(matches!(e, ImageError::Decode(_)), "{e}");
+        let e = decode(&png_header_only(10, 10), &Limits::default()).unwrap_err();
+        assert!(
+            matches!(e, ImageError::Truncated(_) | ImageError::Decode(_)),
+            "{e}"
+        );
+        // The PNG signature alone, and a WebP container holding no picture.
+        let e = decode(b"\x89PNG\r\n\x1a\n", &Limits::default()).unwrap_err();
+        assert!(
+            matches!(e, ImageError::Truncated(_) | ImageError::Decode(_)),
+            "{e}"
+        );
+        let e = decode(b"RIFF\x10\x00\x00\x00WEBPVP8 garbage!", &Limits::default()).unwrap_err();
+        assert!(
+            matches!(e, ImageError::Truncated(_) | ImageError::Decode(_)),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn every_pixel_layout_becomes_rgb() {
+        use image::{DynamicImage, GrayImage, ImageBuffer, Luma, Rgb, Rgba, RgbaImage};
+        let dynamic = |img: DynamicImage, format: ImageFormat| {
+            let mut out = Cursor::new(Vec::new());
+            img.write_to(&mut out, format).unwrap();
+            decode(&out.into_inner(), &Limits::default()).unwrap()
+        };
+        // One pixel.
+        let one = RgbImage::from_pixel(1, 1, Rgb([200, 100, 50]));
+        assert_eq!(
+            decode(&encode(&one, ImageFormat::Png), &Limits::default()).unwrap(),
+            one
+        );
+        // Grey, as PNG and as JPEG: three equal channels.
+        let grey = GrayImage::from_fn(16, 8, |x, _| Luma([(x * 16) as u8]));
+        let png = dynamic(DynamicImage::ImageLuma8(grey.clone()), ImageFormat::Png);
+        assert_eq!(png.get_pixel(5, 3).0, [80, 80, 80]);
+        let jpg = dynamic(DynamicImage::ImageLuma8(grey), ImageFormat::Jpeg);
+        assert_eq!(jpg.dimensions(), (16, 8));
+        let [r, g, b] = jpg.get_pixel(5, 3).0;
+        assert!(r == g && g == b, "{r} {g} {b}");
+        // 16 bits a channel: scaled to 8.
+        let deep: ImageBuffer<Rgb<u16>, Vec<u16>> =
+            ImageBuffer::from_pixel(4, 4, Rgb([65_535, 32_896, 0]));
+        let png = dynamic(DynamicImage::ImageRgb16(deep), ImageFormat::Png);
+        assert_eq!(png.get_pixel(1, 1).0, [255, 128, 0]);
+        // Transparency: the alpha channel is dropped, the colour kept.
+        let clear = RgbaImage::from_pixel(4, 4, Rgba([10, 20, 30, 128]));
+        let png = dynamic(DynamicImage::ImageRgba8(clear.clone()), ImageFormat::Png);
+        assert_eq!(png.get_pixel(2, 2).0, [10, 20, 30]);
+        // WebP (lossless, as the encoder writes it).
+        let webp = dynamic(DynamicImage::ImageRgba8(clear), ImageFormat::WebP);
+        assert_eq!(webp.get_pixel(2, 2).0, [10, 20, 30]);
+    }
+
+    #[test]
+    fn an_unknown_exif_orientation_is_ignored() {
+        let jpeg = encode(&sample(), ImageFormat::Jpeg);
+        for orientation in [0, 9, 0xFFFF] {
+            let img = decode(
+                &with_exif_orientation(&jpeg, orientation),
+                &Limits::default(),
+            )
+            .unwrap();
+            assert_eq!(img.dimensions(), (40, 30), "orientation {orientation}");
+        }
+    }
 }

@@ -135,6 +135,9 @@ impl From<JsonRejection> for ApiError {
             JsonRejection::JsonSyntaxError(_) => {
                 ApiError::bad_request("the body is not valid JSON")
             }
+            JsonRejection::BytesRejection(r) if r.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                ApiError::too_large("the JSON body is larger than this server accepts")
+            }
             JsonRejection::BytesRejection(_) => ApiError::bad_request("the body could not be read"),
             other => ApiError::bad_request(other.body_text()),
         }

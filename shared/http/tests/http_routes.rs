@@ -791,6 +791,407 @@ async fn refusals_change_nothing() {
     assert!(before == after, "a file changed");
 }
 
+/// A PNG of `width`×`height` whose header is all there is (its image data is empty).
+fn png_header_only(width: u32, height: u32) -> Vec<u8> {
+    fn crc32(bytes: &[u8]) -> u32 {
+        let mut crc = !0u32;
+        for &b in bytes {
+            crc ^= b as u32;
+            for _ in 0..8 {
+                crc = if crc & 1 != 0 {
+                    (crc >> 1) ^ 0xEDB8_8320
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        !crc
+    }
+    let mut ihdr = Vec::new();
+    ihdr.extend_from_slice(&width.to_be_bytes());
+    ihdr.extend_from_slice(&height.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    // An empty deflate stream: the pixels are missing.
+    let idat = [0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01];
+    for (kind, data) in [
+        (&b"IHDR"[..], &ihdr[..]),
+        (&b"IDAT"[..], &idat[..]),
+        (&b"IEND"[..], &[][..]),
+    ] {
+        png.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        let start = png.len();
+        png.extend_from_slice(kind);
+        png.extend_from_slice(data);
+        let crc = crc32(&png[start..]);
+        png.extend_from_slice(&crc.to_be_bytes());
+    }
+    png
+}
+
+/// `POST /v1/enrollments` with the key and `body` as JSON.
+fn enroll_json(body: impl Into<Body>) -> Request<Body> {
+    keyed(
+        with_body(
+            Method::POST,
+            "/v1/enrollments",
+            Some("application/json"),
+            body,
+        ),
+        KEY,
+    )
+}
+
+/// The bad input matrix's HTTP rows beyond [`refusals_change_nothing`]: odd JSON, names, photos,
+/// forms, paths, methods and queries, each refused with its status and code, and none changes a
+/// byte of the data folder.
+#[tokio::test]
+async fn odd_requests_are_refused_and_change_nothing() {
+    let (data, sys) = shared();
+    let app = app(sys);
+    let before = snapshot(data);
+
+    // JSON bodies that are not an enrollment request: 400, whatever their shape.
+    let bodies: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("an array", b"[]".to_vec(), "expected fields"),
+        ("a number", b"42".to_vec(), "expected fields"),
+        ("a string", br#""Ada""#.to_vec(), "expected fields"),
+        ("null", b"null".to_vec(), "expected fields"),
+        (
+            "invalid UTF-8",
+            b"{\"name\":\"Ad\xff\xfe\"}".to_vec(),
+            "not valid JSON",
+        ),
+        (
+            "a lone surrogate",
+            br#"{"name":"Ada\ud800"}"#.to_vec(),
+            "not valid JSON",
+        ),
+        (
+            "a duplicated key",
+            br#"{"name":"Ada","name":"Eve"}"#.to_vec(),
+            "duplicate field",
+        ),
+        (
+            "a name that is a number",
+            br#"{"name":42}"#.to_vec(),
+            "expected fields",
+        ),
+        (
+            "a null name",
+            br#"{"name":null}"#.to_vec(),
+            "expected fields",
+        ),
+        (
+            "trailing bytes",
+            br#"{"name":"Ada"} {"name":"Eve"}"#.to_vec(),
+            "not valid JSON",
+        ),
+        ("an empty body", Vec::new(), "not valid JSON"),
+        (
+            "a control character",
+            br#"{"name":"Ada\u0007"}"#.to_vec(),
+            "control characters",
+        ),
+        (
+            "a line break",
+            br#"{"name":"Ada\nLovelace"}"#.to_vec(),
+            "control characters",
+        ),
+        (
+            "only spaces",
+            br#"{"name":"     "}"#.to_vec(),
+            "letter or digit",
+        ),
+        (
+            "only a zero-width space",
+            br#"{"name":"\u200b"}"#.to_vec(),
+            "letter or digit",
+        ),
+        (
+            "300 characters",
+            format!(r#"{{"name":"{}"}}"#, "y".repeat(300)).into_bytes(),
+            "at most 100",
+        ),
+        (
+            "an isolate that reorders text",
+            br#"{"name":"Ada\u2067evil\u2069"}"#.to_vec(),
+            "direction",
+        ),
+    ];
+    for (what, body, says) in bodies {
+        let m = send(&app, enroll_json(body))
+            .await
+            .error(400, "bad_request");
+        assert!(m.contains(says), "{what}: {m}");
+    }
+    // A JSON body over the 2 MB a JSON request may have.
+    let big = format!(r#"{{"name":"{}"}}"#, "a".repeat(3 * 1024 * 1024));
+    send(&app, enroll_json(big)).await.error(413, "too_large");
+    // Joining someone who is not there, by a name that is no slug at all.
+    let m = send(&app, enroll_json(r#"{"name":"Ada","join":"../tina_fey"}"#))
+        .await
+        .error(404, "not_found");
+    assert!(m.contains("no person"), "{m}");
+
+    // Photos that announce themselves as one but are not one we read.
+    let photo_refusals: Vec<(&str, &str, Vec<u8>, u16, &str)> = vec![
+        (
+            "a 30 000 × 30 000 PNG header",
+            "image/png",
+            png_header_only(30_000, 30_000),
+            413,
+            "too_large",
+        ),
+        (
+            "a JPEG start marker alone",
+            "image/jpeg",
+            vec![0xFF, 0xD8, 0xFF],
+            422,
+            "bad_image",
+        ),
+        (
+            "a PNG header without pixels",
+            "image/png",
+            png_header_only(64, 64),
+            422,
+            "bad_image",
+        ),
+        (
+            "a WebP container without a picture",
+            "image/webp",
+            b"RIFF\x10\x00\x00\x00WEBPVP8 garbage!".to_vec(),
+            422,
+            "bad_image",
+        ),
+        (
+            "a BMP sent as PNG",
+            "image/png",
+            b"BM\x3a\x00\x00\x00\x00\x00\x00\x00\x36\x00\x00\x00\x28\x00".to_vec(),
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            "an HEIC photo",
+            "image/heic",
+            b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic".to_vec(),
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            "an SVG",
+            "image/svg+xml",
+            b"<svg xmlns=\"http://www.w3.org/2000/svg\"/>".to_vec(),
+            415,
+            "unsupported_media_type",
+        ),
+    ];
+    for (what, content_type, body, status, code) in photo_refusals {
+        let r = send(
+            &app,
+            with_body(Method::POST, "/v1/match", Some(content_type), body),
+        )
+        .await;
+        let m = r.error(status, code);
+        println!("{what}: {status} {code}: {m}");
+    }
+    // A one-pixel photo: read, and no face in it.
+    let mut one = std::io::Cursor::new(Vec::new());
+    image::RgbImage::from_pixel(1, 1, image::Rgb([200, 160, 140]))
+        .write_to(&mut one, image::ImageFormat::Png)
+        .unwrap();
+    send(
+        &app,
+        with_body(
+            Method::POST,
+            "/v1/match",
+            Some("image/png"),
+            one.into_inner(),
+        ),
+    )
+    .await
+    .error(422, "no_face");
+
+    // Forms that cannot be read.
+    send(
+        &app,
+        with_body(
+            Method::POST,
+            "/v1/match",
+            Some("multipart/form-data"),
+            "--x\r\n\r\n",
+        ),
+    )
+    .await
+    .error(400, "bad_request");
+    let m = send(
+        &app,
+        with_body(
+            Method::POST,
+            "/v1/match",
+            Some("multipart/form-data; boundary=twin"),
+            "this is no form at all",
+        ),
+    )
+    .await
+    .error(400, "bad_request");
+    assert!(m.contains("multipart/form-data"), "{m}");
+    let (ct, body) = form("file", "image/jpeg", b"");
+    let m = send(&app, with_body(Method::POST, "/v1/match", Some(&ct), body))
+        .await
+        .error(400, "bad_request");
+    assert!(m.contains("empty"), "{m}");
+
+    // Query parameters out of range or twice.
+    for uri in [
+        "/v1/match?k=-1",
+        "/v1/match?k=99999999999999999999999",
+        "/v1/match?k=1&k=2",
+    ] {
+        send(
+            &app,
+            with_body(Method::POST, uri, Some("image/jpeg"), media("obama.jpg")),
+        )
+        .await
+        .error(400, "bad_request");
+    }
+    send(&app, get("/v1/identities?offset=99999999999999999999999"))
+        .await
+        .error(400, "bad_request");
+    // A page past the end is empty, not an error; a huge unknown parameter is ignored.
+    let past = send(&app, get("/v1/identities?offset=1000")).await;
+    assert_eq!(past.status, 200);
+    assert_eq!(past.json()["identities"], serde_json::json!([]));
+    assert_eq!(past.json()["total"], 3);
+    let long = format!("/v1/identities?padding={}", "z".repeat(60_000));
+    assert_eq!(send(&app, get(&long)).await.json()["total"], 3);
+
+    // Paths whose ids are not ids.
+    let long_slug = format!("/v1/identities/{}", "a".repeat(65));
+    let long_id = format!("/v1/enrollments/{}", "a".repeat(65));
+    for uri in [
+        long_slug.as_str(),
+        "/v1/identities/a%00b",
+        "/v1/identities/%FF%FE",
+        "/v1/identities/TINA_FEY",
+        long_id.as_str(),
+        "/v1/enrollments/..",
+        "/v1/crops/tina_fey/x/1.png/more",
+        "/v1/identities/tina_fey/",
+    ] {
+        send(&app, get(uri)).await.error(404, "not_found");
+    }
+    for version in ["abc", "-1", "1.0", "9999999999999", "0x10"] {
+        send(
+            &app,
+            keyed(
+                with_body(
+                    Method::POST,
+                    &format!("/v1/models/{version}/promote"),
+                    None,
+                    Body::empty(),
+                ),
+                KEY,
+            ),
+        )
+        .await
+        .error(404, "not_found");
+    }
+    send(
+        &app,
+        keyed(
+            with_body(Method::PUT, "/v1/uploads/NOT_AN_ID", Some("video/mp4"), "x"),
+            KEY,
+        ),
+    )
+    .await
+    .error(404, "not_found");
+
+    // Methods a route does not have.
+    for (method, uri) in [
+        (Method::OPTIONS, "/v1/match"),
+        (Method::PATCH, "/v1/identities/tina_fey"),
+        (Method::DELETE, "/v1/identities"),
+        (Method::TRACE, "/v1/identities"),
+        (Method::POST, "/v1/openapi.json"),
+    ] {
+        send(&app, with_body(method, uri, None, Body::empty()))
+            .await
+            .error(405, "method_not_allowed");
+    }
+    // HEAD is GET without the body.
+    let head = send(
+        &app,
+        with_body(Method::HEAD, "/v1/identities", None, Body::empty()),
+    )
+    .await;
+    assert_eq!(head.status, 200);
+    assert!(head.body.is_empty());
+
+    assert_eq!(send(&app, get("/v1/identities")).await.json()["total"], 3);
+    let after = snapshot(data);
+    assert_eq!(
+        before.keys().collect::<Vec<_>>(),
+        after.keys().collect::<Vec<_>>(),
+        "files were added or removed"
+    );
+    assert!(before == after, "a file changed");
+}
+
+/// Photos with more than one asks for: every face is answered; a form with two files is
+/// answered from its `file` field.
+#[tokio::test]
+async fn many_faces_and_many_files() {
+    let (_, sys) = shared();
+    let app = app(sys);
+    let r = send(
+        &app,
+        with_body(
+            Method::POST,
+            "/v1/match?k=1",
+            Some("image/jpeg"),
+            media("two_people.jpg"),
+        ),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let faces = r.json()["faces"].as_array().unwrap().clone();
+    assert_eq!(faces.len(), 2, "one answer per face");
+    assert!(faces
+        .iter()
+        .all(|f| f["matches"].as_array().unwrap().len() == 1));
+
+    // Two parts: first a text note named "note", then the photo as "file", then another "file".
+    let boundary = "----twin-two-parts";
+    let mut body = Vec::new();
+    let part = |body: &mut Vec<u8>, name: &str, kind: &str, bytes: &[u8]| {
+        body.extend_from_slice(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"x\"\r\nContent-Type: {kind}\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        body.extend_from_slice(bytes);
+        body.extend_from_slice(b"\r\n");
+    };
+    part(&mut body, "note", "text/plain", b"hello");
+    part(&mut body, "file", "image/jpeg", &media("obama.jpg"));
+    part(&mut body, "file", "text/plain", b"not read");
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    let r = send(
+        &app,
+        with_body(
+            Method::POST,
+            "/v1/match?k=1",
+            Some(&format!("multipart/form-data; boundary={boundary}")),
+            body,
+        ),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.json()["faces"][0]["matches"][0]["slug"], "barack_obama");
+}
+
 /// A keyless server (`--allow-writes-without-key`) takes writes only as this machine's own page
 /// and tools send them; a server on loopback answers only to loopback names.
 #[tokio::test]
@@ -1230,4 +1631,103 @@ async fn enroll_match_erase() {
         .as_str()
         .unwrap()
         .starts_with("http://twin.example:8080/v1/uploads/"));
+}
+
+/// Waits for an enrollment to leave `created`/`uploaded`/`cropped`; returns its status.
+async fn until_settled(app: &Router, status_url: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let v = send(app, get(status_url)).await.json();
+        if matches!(v["state"].as_str(), Some("indexed" | "failed")) {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "not settled after 120 s: {v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Requests that are taken as they are (unknown fields ignored, hostile names kept as text), and
+/// uploads that are accepted but cannot be used: the enrollment ends `failed` with the reason.
+#[tokio::test]
+async fn odd_enrollments_are_taken_as_text_and_unusable_uploads_fail_with_a_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let sys = Local::open(config(dir.path())).unwrap();
+    let app = app(&sys);
+
+    // Unknown fields are ignored, even one nested 100 000 deep (skipped without recursion).
+    let r = send(
+        &app,
+        enroll_json(r#"{"name":"Ada","admin":true,"slug":"root","v":99}"#),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    assert_eq!(r.json()["slug"], "ada");
+    let deep = format!(
+        r#"{{"x":{}1{},"name":"Ada Deep"}}"#,
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    );
+    let r = send(&app, enroll_json(deep)).await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    assert_eq!(r.json()["slug"], "ada_deep");
+    // Names that look like paths or markup are names: shown as typed, stored under a slug.
+    for (name, slug) in [
+        ("../../etc/passwd", "etc_passwd"),
+        ("<script>alert(1)</script>", "script_alert_1_script"),
+        ("Robert'); DROP TABLE people;--", "robert_drop_table_people"),
+    ] {
+        let r = send(
+            &app,
+            enroll_json(serde_json::json!({ "name": name }).to_string()),
+        )
+        .await;
+        assert_eq!(r.status, 201, "{name}: {:?}", r.body);
+        let v = r.json();
+        assert_eq!(
+            (v["display_name"].as_str(), v["slug"].as_str()),
+            (Some(name), Some(slug)),
+            "{v}"
+        );
+    }
+
+    // Uploads the server takes (type and size are fine) whose bytes cannot be used.
+    let faceless = faceless_png();
+    let uploads: Vec<(&str, &str, Vec<u8>, &str)> = vec![
+        (
+            "a photo sent as a video",
+            "video/mp4",
+            media("obama.jpg"),
+            "not an MP4, MOV or WebM video (it looks like a JPEG image)",
+        ),
+        (
+            "text sent as a photo",
+            "image/jpeg",
+            b"hello, this is no photo".to_vec(),
+            "not a JPEG, PNG or WebP image",
+        ),
+        (
+            "a photo without a face",
+            "image/png",
+            faceless,
+            "no face was found in the photo",
+        ),
+    ];
+    for (what, content_type, bytes, reason) in uploads {
+        let created = send(&app, enroll_json(r#"{"name":"Grace Hopper"}"#))
+            .await
+            .json();
+        let url = created["upload_url"].as_str().unwrap();
+        let r = send(
+            &app,
+            keyed(with_body(Method::PUT, url, Some(content_type), bytes), KEY),
+        )
+        .await;
+        assert_eq!(r.status, 202, "{what}: {:?}", r.body);
+        let done = until_settled(&app, created["status_url"].as_str().unwrap()).await;
+        assert_eq!(done["state"], "failed", "{what}: {done}");
+        let error = done["error"].as_str().unwrap();
+        assert!(error.contains(reason), "{what}: {error}");
+    }
+    // Nobody came into the gallery.
+    assert_eq!(send(&app, get("/v1/identities")).await.json()["total"], 0);
 }
