@@ -6,6 +6,7 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
@@ -85,16 +86,59 @@ pub fn run(data: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
             "twin: serving {} on {local}; {writes}; Ctrl-C stops",
             data.display()
         );
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(stop_signal())
-        .await
-        .context("the server stopped")?;
+        serve_connections(listener, app).await;
         anyhow::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// How long a client has to send a request's headers (a connection that trickles them is
+/// closed: it would hold a connection and a task for as long as it likes).
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves each connection until Ctrl-C or SIGTERM, then lets the requests in progress finish.
+/// Each request carries its peer's address (for the keyless server's checks); a connection
+/// whose request headers take longer than [`HEADER_TIMEOUT`] is closed.
+async fn serve_connections(listener: tokio::net::TcpListener, app: axum::Router) {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use tower::ServiceExt;
+
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut stop = std::pin::pin!(stop_signal());
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait, as the listener cannot help.
+                    tracing::warn!(error = %e, "cannot accept a connection");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = &mut stop => break,
+        };
+        let service = app
+            .clone()
+            .layer(axum::Extension(axum::extract::ConnectInfo(peer)))
+            .map_request(|r: hyper::Request<hyper::body::Incoming>| r.map(axum::body::Body::new));
+        let conn = builder.serve_connection_with_upgrades(
+            TokioIo::new(stream),
+            hyper_util::service::TowerToHyperService::new(service),
+        );
+        let conn = graceful.watch(conn.into_owned());
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection ended");
+            }
+        });
+    }
+    graceful.shutdown().await;
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

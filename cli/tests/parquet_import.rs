@@ -5,12 +5,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
-use parquet::basic::Compression;
-use parquet::data_type::{ByteArray, ByteArrayType, Int64Type};
-use parquet::file::metadata::KeyValue;
-use parquet::file::properties::WriterProperties;
+use parquet::data_type::Int64Type;
 use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::parser::parse_message_type;
+use twin_tests::parquet::write_hf_parquet;
 
 const PEOPLE: [&str; 3] = ["Barack_Obama", "Drew_Barrymore", "Hugh_Laurie"];
 
@@ -18,59 +16,6 @@ fn faces() -> PathBuf {
     let d = twin_tests::data_dir().join("faces");
     assert!(d.exists(), "test data {} is missing", d.display());
     d
-}
-
-/// Writes `rows` (image bytes, label) as the `datasets` library lays out an image-classification
-/// dataset, `per_group` rows per row group, snappy-compressed.
-fn write_hf_parquet(path: &Path, rows: &[(Vec<u8>, i64)], names: &[&str], per_group: usize) {
-    let schema = parse_message_type(
-        "message schema {
-            optional group image {
-                optional binary bytes;
-                optional binary path (STRING);
-            }
-            optional int64 label;
-        }",
-    )
-    .unwrap();
-    let hf = serde_json::json!({"info": {"features": {
-        "image": {"_type": "Image"},
-        "label": {"names": names, "_type": "ClassLabel"},
-    }}});
-    let props = WriterProperties::builder()
-        .set_compression(Compression::SNAPPY)
-        .set_key_value_metadata(Some(vec![KeyValue::new(
-            "huggingface".to_string(),
-            hf.to_string(),
-        )]))
-        .build();
-    let file = std::fs::File::create(path).unwrap();
-    let mut w = SerializedFileWriter::new(file, Arc::new(schema), Arc::new(props)).unwrap();
-    for chunk in rows.chunks(per_group) {
-        let mut g = w.next_row_group().unwrap();
-        // image.bytes: defined at level 2 (image present, bytes present).
-        let mut c = g.next_column().unwrap().unwrap();
-        let bytes: Vec<ByteArray> = chunk.iter().map(|r| ByteArray::from(r.0.clone())).collect();
-        c.typed::<ByteArrayType>()
-            .write_batch(&bytes, Some(&vec![2; chunk.len()]), None)
-            .unwrap();
-        c.close().unwrap();
-        // image.path: null (level 1: image present, path missing).
-        let mut c = g.next_column().unwrap().unwrap();
-        c.typed::<ByteArrayType>()
-            .write_batch(&[], Some(&vec![1; chunk.len()]), None)
-            .unwrap();
-        c.close().unwrap();
-        // label.
-        let mut c = g.next_column().unwrap().unwrap();
-        let labels: Vec<i64> = chunk.iter().map(|r| r.1).collect();
-        c.typed::<Int64Type>()
-            .write_batch(&labels, Some(&vec![1; chunk.len()]), None)
-            .unwrap();
-        c.close().unwrap();
-        g.close().unwrap();
-    }
-    w.close().unwrap();
 }
 
 fn twin(data: &Path, args: &[&str], file: &Path) -> std::process::Output {
@@ -145,6 +90,18 @@ fn a_garbage_or_foreign_parquet_file_is_a_clear_error() {
         stderr.contains("is not a readable parquet file"),
         "{stderr}"
     );
+
+    // Files the parquet reader panics on (found by the fuzz target): a clear error.
+    for crash in ["crash-339aec25b60ef928", "crash-c91d26c955e88dd5"] {
+        let file = twin_tests::repo_root().join(format!("tests/fuzz/parquet/{crash}.parquet"));
+        let out = twin(&data, &["gallery", "import"], &file);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{crash}: {stderr}");
+        assert!(
+            stderr.contains("damaged") || stderr.contains("is not a readable parquet file"),
+            "{crash}: {stderr}"
+        );
+    }
 
     // Parquet, but not an image-classification dataset.
     let other = dir.path().join("other.parquet");

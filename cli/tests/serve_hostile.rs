@@ -66,13 +66,11 @@ fn post(addr: &str, photo: &[u8]) -> (u16, String) {
     (status, code)
 }
 
-#[test]
-fn eight_hostile_photos_at_once_stay_under_a_bound() {
-    let photo = hostile_jpeg();
-    let dir = tempfile::tempdir().unwrap();
+/// `twin serve` on `dir` with a key; its address.
+fn serve(dir: &Path) -> (std::process::Child, String) {
     let mut child = Command::new(Path::new(env!("CARGO_BIN_EXE_twin")))
         .arg("--data")
-        .arg(dir.path())
+        .arg(dir)
         .args(["serve", "--addr", "127.0.0.1:0"])
         .env("TWIN_API_KEY", "hostile-test")
         .stdout(Stdio::piped())
@@ -89,6 +87,14 @@ fn eight_hostile_photos_at_once_stay_under_a_bound() {
         .unwrap_or_else(|| panic!("no address in {line:?}"))
         .trim_end_matches('/')
         .to_string();
+    (child, addr)
+}
+
+#[test]
+fn eight_hostile_photos_at_once_stay_under_a_bound() {
+    let photo = hostile_jpeg();
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, addr) = serve(dir.path());
     let pid = child.id();
     let started_mb = vm_kb(pid, "VmHWM:") / 1024.0;
 
@@ -134,4 +140,63 @@ fn eight_hostile_photos_at_once_stay_under_a_bound() {
         peak_mb < PEAK_MB,
         "peak RSS {peak_mb:.0} MB, over {PEAK_MB} MB"
     );
+}
+
+#[test]
+fn a_client_that_trickles_its_headers_is_cut_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, addr) = serve(dir.path());
+    // Slow headers: a header line a second, never the blank line that ends them. Without a
+    // deadline the server would keep the connection as long as the client likes.
+    let mut c = TcpStream::connect(&addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_millis(900)))
+        .unwrap();
+    c.write_all(b"GET /v1/identities HTTP/1.1\r\nHost: localhost\r\n")
+        .unwrap();
+    let t = Instant::now();
+    let mut closed = false;
+    // The guard: a minute, six times the server's deadline.
+    while t.elapsed() < Duration::from_secs(60) {
+        let mut buf = [0u8; 512];
+        match c.read(&mut buf) {
+            Ok(0) => {
+                closed = true;
+                break;
+            }
+            Ok(_) => {
+                closed = true; // an error answer, then the close
+                break;
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => {
+                closed = true;
+                break;
+            }
+        }
+        if c.write_all(b"X-Slow: 1\r\n").is_err() {
+            closed = true;
+            break;
+        }
+    }
+    println!(
+        "trickled headers: connection closed by the server after {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    // A prompt client is still served.
+    let mut ok = TcpStream::connect(&addr).unwrap();
+    ok.write_all(b"GET /v1/openapi.json HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    ok.read_to_string(&mut answer).unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        closed,
+        "the server kept a connection that never finished its headers"
+    );
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }

@@ -22,6 +22,7 @@ pub mod events;
 pub mod fuzz;
 pub mod lambda;
 pub mod moto;
+pub mod parquet;
 
 /// What a failure caused by a missing piece tells the reader to do.
 pub const SETUP_HINT: &str = "run scripts/setup from the repository root";

@@ -1,6 +1,7 @@
 //! Fuzz targets for the parsers of untrusted bytes, run for a bounded number of executions in
 //! the test suite (see `twin_tests::fuzz`): photo decoding, the S3 event parser, SQS messages,
-//! the HTTP API's JSON and multipart bodies, storage keys and names, and dlib's model files.
+//! the HTTP API's JSON and multipart bodies, storage keys and names, dlib's model files, and the
+//! parquet datasets `twin gallery import` reads.
 //! Each prints how many inputs it ran. A crash saves its input and fails the test.
 
 use twin_core::messages::{IngestMessage, TrainRequest};
@@ -236,4 +237,35 @@ fn fuzz_http_bodies() {
         },
     );
     println!("multipart bodies: {r:?}");
+}
+
+#[test]
+fn fuzz_parquet_datasets() {
+    // Besides the corpus (the same files, and a crash it found: the parquet reader panicked on a
+    // damaged page), a small dataset as the `datasets` library writes it, with and without its
+    // class names, in one and in three row groups, written by this build.
+    let dir = tempfile::tempdir().unwrap();
+    let rows: Vec<(Vec<u8>, i64)> = (0..6)
+        .map(|i| (vec![0xff, 0xd8, 0xff, i as u8, 0xff, 0xd9], i % 3))
+        .collect();
+    let mut seeds = Vec::new();
+    for (i, (names, per_group)) in [(&["a", "b", "c"][..], 6), (&[][..], 2)].iter().enumerate() {
+        let path = dir.path().join(format!("seed{i}.parquet"));
+        twin_tests::parquet::write_hf_parquet(&path, &rows, names, *per_group);
+        seeds.push(std::fs::read(&path).unwrap());
+    }
+    let words: &[&[u8]] = &[b"PAR1", b"huggingface", b"ClassLabel", b"image", b"label"];
+    // The reader takes a file, as the import does.
+    let file = dir.path().join("input.parquet");
+    let r = fuzz::run("parquet", seeds, words, 4_000, 1 << 14, |b| {
+        std::fs::write(&file, b).unwrap();
+        let Ok(d) = twin_app::hfparquet::HfDataset::open(&file) else {
+            return;
+        };
+        let _ = (d.class_names(), d.num_rows());
+        for g in 0..d.num_row_groups() {
+            let _ = d.row_group(g);
+        }
+    });
+    println!("parquet datasets: {r:?}");
 }

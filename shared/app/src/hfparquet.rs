@@ -39,6 +39,10 @@ pub enum HfError {
         group: usize,
         source: parquet::errors::ParquetError,
     },
+    /// A row group is damaged in a way the parquet reader does not report as an error (it
+    /// panics on some damaged pages: the panic is caught and becomes this error).
+    #[error("cannot read row group {group} of {path}: the file is damaged")]
+    Damaged { path: String, group: usize },
 }
 
 /// One row: the identity's name (`None` for a missing label) and the image bytes, or why there
@@ -64,10 +68,17 @@ impl HfDataset {
             path: shown.clone(),
             source,
         })?;
-        let reader = SerializedFileReader::new(file).map_err(|source| HfError::NotParquet {
-            path: shown.clone(),
-            source,
-        })?;
+        // The footer reader panics on some damaged footers instead of returning an error.
+        let reader = std::panic::catch_unwind(|| SerializedFileReader::new(file))
+            .unwrap_or_else(|_| {
+                Err(parquet::errors::ParquetError::General(
+                    "its footer is damaged".into(),
+                ))
+            })
+            .map_err(|source| HfError::NotParquet {
+                path: shown.clone(),
+                source,
+            })?;
         let meta = reader.metadata().file_metadata();
         let columns: Vec<String> = meta
             .schema_descr()
@@ -112,8 +123,20 @@ impl HfDataset {
         self.names.as_deref()
     }
 
-    /// The rows of row group `i`.
+    /// The rows of row group `i`. A damaged row group is an error, never a panic of the caller.
     pub fn row_group(&self, i: usize) -> Result<Vec<HfRow>, HfError> {
+        // The record reader asserts on some damaged pages instead of returning an error (the
+        // fuzz target found one); its state is dropped with the closure, nothing is shared.
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.read_row_group(i)))
+            .unwrap_or_else(|_| {
+                Err(HfError::Damaged {
+                    path: self.path.clone(),
+                    group: i,
+                })
+            })
+    }
+
+    fn read_row_group(&self, i: usize) -> Result<Vec<HfRow>, HfError> {
         let err = |source| HfError::Read {
             path: self.path.clone(),
             group: i,
