@@ -9,28 +9,12 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use twin_tests::resources::{hostile_jpeg, peak_rss_mb};
+
 /// The most the server may hold at its peak, in MB.
 const PEAK_MB: f64 = 1536.0;
 /// Requests at once.
 const PARALLEL: usize = 8;
-
-fn hostile_jpeg() -> Vec<u8> {
-    let img = image::RgbImage::from_pixel(12_000, 4_166, image::Rgb([128, 128, 128]));
-    let mut out = Vec::new();
-    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 90)
-        .encode_image(&img)
-        .expect("encode");
-    out
-}
-
-fn vm_kb(pid: u32, field: &str) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
-}
 
 /// One `POST /v1/match`; the status and the error code, if any.
 fn post(addr: &str, photo: &[u8]) -> (u16, String) {
@@ -96,7 +80,7 @@ fn eight_hostile_photos_at_once_stay_under_a_bound() {
     let dir = tempfile::tempdir().unwrap();
     let (mut child, addr) = serve(dir.path());
     let pid = child.id();
-    let started_mb = vm_kb(pid, "VmHWM:") / 1024.0;
+    let started_mb = peak_rss_mb(pid).expect("the server runs");
 
     let t = Instant::now();
     let answers: Vec<(u16, String, f64)> = std::thread::scope(|s| {
@@ -112,7 +96,7 @@ fn eight_hostile_photos_at_once_stay_under_a_bound() {
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
-    let peak_mb = vm_kb(pid, "VmHWM:") / 1024.0;
+    let peak_mb = peak_rss_mb(pid).expect("the server runs");
     let _ = child.kill();
     let _ = child.wait();
     println!(

@@ -37,6 +37,7 @@ use serde_json::{json, Value};
 use crate::deploy::{ACCOUNT, TEMPLATE};
 use crate::events::{base64_decode, base64_encode};
 use crate::moto::REGION;
+use crate::resources::peak_rss_mb;
 use crate::{repo_root, venv_tool, SETUP_HINT};
 
 /// An HTTP answer: status, headers, body.
@@ -501,6 +502,8 @@ pub enum InvokeError {
     Function(String),
     /// No answer within the timeout, or the process exited.
     NoAnswer(String),
+    /// The process used more memory than the function is given (Lambda stops it).
+    OutOfMemory(String),
 }
 
 impl std::fmt::Display for InvokeError {
@@ -508,6 +511,7 @@ impl std::fmt::Display for InvokeError {
         match self {
             InvokeError::Function(e) => write!(f, "the function failed: {e}"),
             InvokeError::NoAnswer(e) => write!(f, "no answer: {e}"),
+            InvokeError::OutOfMemory(e) => write!(f, "out of memory: {e}"),
         }
     }
 }
@@ -519,6 +523,9 @@ pub struct LambdaFunction {
     logs: Logs,
     timeout: Duration,
     init_limit: Duration,
+    /// The memory the function is given (`AWS_LAMBDA_FUNCTION_MEMORY_SIZE`, from the template's
+    /// `MemorySize` through [`lambda_command`]), in MB.
+    memory_mb: Option<u64>,
     next_id: AtomicU64,
 }
 
@@ -534,6 +541,10 @@ impl LambdaFunction {
     ) -> LambdaFunction {
         let runtime = RuntimeApi::start(function_arn, timeout);
         let cmd = command(&runtime);
+        let memory_mb = cmd
+            .get_envs()
+            .find(|(k, _)| *k == "AWS_LAMBDA_FUNCTION_MEMORY_SIZE")
+            .and_then(|(_, v)| v?.to_str()?.parse().ok());
         let process = FunctionProcess::spawn(cmd, Instant::now());
         LambdaFunction {
             runtime,
@@ -541,8 +552,30 @@ impl LambdaFunction {
             process: Mutex::new(process),
             timeout,
             init_limit,
+            memory_mb,
             next_id: AtomicU64::new(0),
         }
+    }
+
+    /// The process's peak resident memory so far, in MB.
+    pub fn peak_rss_mb(&self) -> Option<f64> {
+        peak_rss_mb(lock(&self.process).id())
+    }
+
+    /// Lambda stops a function that uses more than its memory: so does this emulator (checked
+    /// against the process's peak resident memory after each invocation, and the process is
+    /// killed as Lambda would).
+    fn check_memory(&self, process: &mut FunctionProcess, id: &str) -> Result<(), InvokeError> {
+        let (Some(limit), Some(peak)) = (self.memory_mb, peak_rss_mb(process.id())) else {
+            return Ok(());
+        };
+        if peak > limit as f64 {
+            let _ = process.child.kill();
+            return Err(InvokeError::OutOfMemory(format!(
+                "invocation {id}: the process reached {peak:.0} MB of its {limit} MB"
+            )));
+        }
+        Ok(())
     }
 
     /// Waits until the function asks for its first event (init done); an error with its
@@ -607,9 +640,13 @@ impl LambdaFunction {
                 .try_post(Duration::from_millis(20))
                 .map_err(InvokeError::NoAnswer)?;
             match post {
-                Some((_, Post::Response { id: got, body })) if got == id => return Ok(body),
+                Some((_, Post::Response { id: got, body })) if got == id => {
+                    self.check_memory(&mut process, &id)?;
+                    return Ok(body);
+                }
                 Some((_, Post::Error { id: got, body })) if got == id => {
-                    return Err(InvokeError::Function(body))
+                    self.check_memory(&mut process, &id)?;
+                    return Err(InvokeError::Function(body));
                 }
                 Some((_, Post::InitError { body })) => return Err(InvokeError::Function(body)),
                 // Nothing yet, or a late answer to an earlier invocation that timed out.

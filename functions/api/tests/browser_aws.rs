@@ -715,6 +715,29 @@ fn page_enrolls_matches_erases_through_lambda_api_gateway_s3_and_sqs() {
         "PUT {NOT_ROUTED} is not a route of the template"
     );
 
+    // The hostile photo (50 Mpx, no face) within the memory the template gives the function:
+    // the emulator stops a function that goes over it, as Lambda does.
+    let before_mb = function.peak_rss_mb().expect("the api runs");
+    let (status, body) = {
+        let mut r = ureq::post(&format!("{origin}/v1/match"))
+            .config()
+            .http_status_as_error(false)
+            .build()
+            .header("content-type", "image/jpeg")
+            .send(&twin_tests::resources::hostile_jpeg()[..])
+            .expect("the gateway answers");
+        (
+            r.status().as_u16(),
+            r.body_mut().read_to_string().unwrap_or_default(),
+        )
+    };
+    let peak_mb = function.peak_rss_mb().expect("the api runs");
+    println!(
+        "a 12000×4166 photo through the gateway: {status}; the api's peak RSS {peak_mb:.0} MB (before {before_mb:.0} MB) of its {memory} MB"
+    );
+    assert_eq!(status, 422, "{body}");
+    assert!(body.contains("no_face"), "{body}");
+
     // The browser.
     let mut child = Command::new("node")
         .arg("twin_page_aws.mjs")
