@@ -158,18 +158,53 @@ fn decode_error(e: image::ImageError, limits: &Limits) -> ImageError {
     }
 }
 
-/// True when a JPEG stream ends with its end-of-image marker (allowing trailing padding).
-/// Decoders fill a cut-off JPEG with grey instead of failing; this catches that.
+/// True when a JPEG stream reaches its end-of-image marker. Decoders fill a cut-off JPEG with
+/// grey instead of failing; this catches that. The markers are followed from the start, so what
+/// comes after the image (a phone's motion photo appends its video) is allowed.
 fn jpeg_has_end(bytes: &[u8]) -> bool {
-    let trimmed = {
-        let mut end = bytes.len();
-        while end > 0 && matches!(bytes[end - 1], 0x00 | b'\n' | b'\r' | b' ' | 0xff) {
-            end -= 1;
-        }
-        &bytes[..end]
+    let len = |i: usize| -> Option<usize> {
+        Some(u16::from_be_bytes([*bytes.get(i)?, *bytes.get(i + 1)?]) as usize)
     };
-    let tail = &trimmed[trimmed.len().saturating_sub(64)..];
-    tail.windows(2).any(|w| w == [0xff, 0xd9])
+    let mut i = 0;
+    loop {
+        // A marker: 0xFF (fill bytes allowed), then its code.
+        if bytes.get(i) != Some(&0xff) {
+            return false;
+        }
+        while bytes.get(i) == Some(&0xff) {
+            i += 1;
+        }
+        let Some(&code) = bytes.get(i) else {
+            return false;
+        };
+        i += 1;
+        match code {
+            0xd9 => return true,
+            // Start of image, restarts and TEM stand alone.
+            0xd8 | 0xd0..=0xd7 | 0x01 => {}
+            _ => {
+                let Some(n) = len(i).filter(|&n| n >= 2) else {
+                    return false;
+                };
+                i += n;
+                if code == 0xda {
+                    // Entropy-coded data up to the next marker that is neither a stuffed
+                    // 0xFF00 nor a restart.
+                    loop {
+                        match bytes.get(i..).and_then(|rest| rest.iter().position(|&b| b == 0xff)) {
+                            None => return false,
+                            Some(p) => i += p,
+                        }
+                        match bytes.get(i + 1) {
+                            None => return false,
+                            Some(0x00 | 0xd0..=0xd7 | 0xff) => i += 1,
+                            Some(_) => break,
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -204,8 +239,20 @@ mod tests {
             Err(ImageError::UnknownFormat)
         ));
         let jpg = encode(&sample(), ImageFormat::Jpeg);
-        let e = decode(&jpg[..jpg.len() / 2], &Limits::default()).unwrap_err();
-        assert!(matches!(e, ImageError::Truncated(_)), "{e}");
+        // Cut anywhere: in the headers, in the entropy-coded data, or just before its end.
+        for cut in [jpg.len() / 8, jpg.len() / 2, jpg.len() - 2, jpg.len() - 1] {
+            let e = decode(&jpg[..cut], &Limits::default()).unwrap_err();
+            assert!(
+                matches!(e, ImageError::Truncated(_) | ImageError::Decode(_)),
+                "cut at {cut}: {e}"
+            );
+        }
+        // What follows a complete JPEG (a motion photo's video, padding) is not a truncation.
+        let mut motion = jpg.clone();
+        motion.extend_from_slice(b"\0\0\0\x18ftypmp42");
+        motion.extend((0..5000u32).map(|i| (i * 7 % 251) as u8));
+        let img = decode(&motion, &Limits::default()).expect("a photo with a video after it");
+        assert_eq!(img.dimensions(), sample().dimensions());
         let png = encode(&sample(), ImageFormat::Png);
         let e = decode(&png[..png.len() - 20], &Limits::default()).unwrap_err();
         assert!(
