@@ -105,10 +105,10 @@ impl Matching {
             batch.push(&cut_chip(&img, f)).map_err(Error::internal)?;
         }
         let serving = self.models.current();
-        let (emb, scores) = match &serving.engine {
-            Some(engine) => {
-                let out = engine.embed_scored(&batch)?;
-                (out.embeddings, out.scores)
+        let (emb, scores) = match &serving.scorer {
+            Some(scorer) => {
+                let (e, s) = scorer.embed_scored(self.models.backbone(), &batch)?;
+                (e, Some(s))
             }
             None => (self.models.backbone().embed(&batch)?, None),
         };

@@ -5,15 +5,17 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use image::RgbImage;
 use serde::Serialize;
 use twin_core::keys;
 use twin_core::store::ObjectStore;
 use twin_core::sync;
-use twin_model::embed::{ChipBatch, Embedder, EmbedderOptions};
+use twin_model::embed::{ChipBatch, EmbedError, Embedder, EmbedderOptions, Embeddings};
 use twin_model::models;
+use twin_model::onnx::head::{backbone_tag, read_head_of};
+use twin_model::train::Head;
 
 use crate::error::Result;
 
@@ -51,8 +53,8 @@ pub struct Serving {
     pub version: Option<u64>,
     /// The `models/CURRENT` tag it was loaded for.
     tag: Option<String>,
-    /// The composed model (`None`: the backbone).
-    pub engine: Option<Arc<Embedder>>,
+    /// How the trained model scores faces (`None`: the backbone alone).
+    pub scorer: Option<Arc<Scorer>>,
     /// Column of each slug in `scores`.
     pub columns: HashMap<String, usize>,
 }
@@ -62,7 +64,7 @@ impl Serving {
         Serving {
             version: None,
             tag: None,
-            engine: None,
+            scorer: None,
             columns: HashMap::new(),
         }
     }
@@ -80,6 +82,46 @@ fn model_name(version: Option<u64>) -> String {
     }
 }
 
+/// How a trained model scores faces.
+pub enum Scorer {
+    /// Its head, applied here to the serving backbone's embeddings: the model was composed on
+    /// that very backbone, so the process runs one network.
+    Head(Head),
+    /// The composed model, run as its own network (it was composed on another backbone, or
+    /// before composed models named theirs).
+    Composed(Embedder),
+}
+
+impl Scorer {
+    /// The embeddings of `batch` and their scores (row-major, one row per chip); `backbone` is
+    /// the serving backbone.
+    pub fn embed_scored(
+        &self,
+        backbone: &Embedder,
+        batch: &ChipBatch,
+    ) -> std::result::Result<(Embeddings, Vec<f32>), EmbedError> {
+        match self {
+            Scorer::Head(head) => {
+                let e = backbone.embed(batch)?;
+                let scores = e.rows().flat_map(|row| head.scores(row)).collect();
+                Ok((e, scores))
+            }
+            Scorer::Composed(engine) => {
+                let out = engine.embed_scored(batch)?;
+                Ok((out.embeddings, out.scores.unwrap_or_default()))
+            }
+        }
+    }
+
+    /// `head` or `composed`, for the logs.
+    fn kind(&self) -> &'static str {
+        match self {
+            Scorer::Head(_) => "head",
+            Scorer::Composed(_) => "composed",
+        }
+    }
+}
+
 /// The serving model and its reloads.
 pub struct ModelServing {
     store: Arc<dyn ObjectStore>,
@@ -88,6 +130,8 @@ pub struct ModelServing {
     serving: RwLock<Arc<Serving>>,
     /// The `models/CURRENT` tag that failed, with the error (not retried until it changes).
     failed: Mutex<Option<(String, ModelLoadError)>>,
+    /// [`backbone_tag`] of the serving backbone's file, once read (`None`: unreadable).
+    backbone_tag: OnceLock<Option<String>>,
 }
 
 impl ModelServing {
@@ -99,7 +143,18 @@ impl ModelServing {
             threads,
             serving: RwLock::new(Arc::new(Serving::backbone())),
             failed: Mutex::new(None),
+            backbone_tag: OnceLock::new(),
         }
+    }
+
+    fn backbone_tag(&self) -> Option<&str> {
+        self.backbone_tag
+            .get_or_init(|| {
+                std::fs::read(self.backbone.model_path())
+                    .ok()
+                    .map(|b| backbone_tag(&b))
+            })
+            .as_deref()
     }
 
     /// The backbone (embeds faces when no trained model serves).
@@ -153,7 +208,7 @@ impl ModelServing {
         }
         let started = std::time::Instant::now();
         match self.load(version) {
-            Ok((engine, labels)) => {
+            Ok((scorer, labels)) => {
                 // An erased person's label is empty: their column answers for nobody.
                 let columns = labels
                     .into_iter()
@@ -161,15 +216,17 @@ impl ModelServing {
                     .filter(|(_, s)| !s.is_empty())
                     .map(|(i, s)| (s, i))
                     .collect();
+                let kind = scorer.kind();
                 self.swap(Serving {
                     version: Some(version),
                     tag: Some(tag),
-                    engine: Some(Arc::new(engine)),
+                    scorer: Some(Arc::new(scorer)),
                     columns,
                 });
                 *sync::lock(&self.failed) = None;
                 tracing::info!(
                     version,
+                    scorer = kind,
                     ms = started.elapsed().as_millis() as u64,
                     "model loaded and serving"
                 );
@@ -183,9 +240,10 @@ impl ModelServing {
         }
     }
 
-    /// Loads model `n` and checks it: its `embedding` must equal the backbone's on a test chip,
-    /// and its `scores` must be finite, one per label.
-    fn load(&self, n: u64) -> std::result::Result<(Embedder, Vec<String>), String> {
+    /// Loads model `n` and checks it: its head must have one column per label and, run on a
+    /// test chip, give finite scores; a model composed on another backbone is loaded whole and
+    /// its `embedding` must also equal the backbone's.
+    fn load(&self, n: u64) -> std::result::Result<(Scorer, Vec<String>), String> {
         let labels = models::read_labels(&*self.store, n).map_err(|e| e.to_string())?;
         let key = keys::model_key(n);
         let bytes = self
@@ -193,6 +251,38 @@ impl ModelServing {
             .get(&key)
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("{key} is missing"))?;
+        let slugs: Vec<String> = labels.labels.iter().map(|l| l.slug.clone()).collect();
+        let named: Vec<&String> = slugs.iter().filter(|s| !s.is_empty()).collect();
+        if named.iter().collect::<HashSet<_>>().len() != named.len() {
+            return Err("labels.json names an identity twice".into());
+        }
+        let head = read_head_of(&bytes.data).map_err(|e| e.to_string())?;
+        if head.classes != slugs.len() {
+            return Err(format!(
+                "the model has {} score columns but labels.json lists {} identities",
+                head.classes,
+                slugs.len()
+            ));
+        }
+        let same_backbone = head.dim == self.backbone.dim()
+            && head.backbone_tag.is_some()
+            && head.backbone_tag.as_deref() == self.backbone_tag();
+        let mut batch = ChipBatch::with_capacity(1);
+        batch.push(&self_check_chip()).map_err(|e| e.to_string())?;
+        if same_backbone {
+            let scorer = Scorer::Head(Head {
+                labels: labels.labels,
+                dim: head.dim,
+                weights: head.rows,
+            });
+            let (_, scores) = scorer
+                .embed_scored(&self.backbone, &batch)
+                .map_err(|e| e.to_string())?;
+            if scores.len() != slugs.len() || scores.iter().any(|v| !v.is_finite()) {
+                return Err("self-check failed: its scores are not finite".into());
+            }
+            return Ok((scorer, slugs));
+        }
         let engine = Embedder::from_bytes(
             Path::new(&key),
             &bytes.data,
@@ -201,15 +291,13 @@ impl ModelServing {
             },
         )
         .map_err(|e| e.to_string())?;
-        if engine.classes() != Some(labels.labels.len()) {
+        if engine.classes() != Some(slugs.len()) {
             return Err(format!(
                 "the model has {:?} score columns but labels.json lists {} identities",
                 engine.classes(),
-                labels.labels.len()
+                slugs.len()
             ));
         }
-        let mut batch = ChipBatch::with_capacity(1);
-        batch.push(&self_check_chip()).map_err(|e| e.to_string())?;
         let out = engine.embed_scored(&batch).map_err(|e| e.to_string())?;
         let reference = self.backbone.embed(&batch).map_err(|e| e.to_string())?;
         let diff = out
@@ -227,15 +315,10 @@ impl ModelServing {
             ));
         }
         let scores = out.scores.unwrap_or_default();
-        if scores.len() != labels.labels.len() || scores.iter().any(|v| !v.is_finite()) {
+        if scores.len() != slugs.len() || scores.iter().any(|v| !v.is_finite()) {
             return Err("self-check failed: its scores are not finite".into());
         }
-        let slugs: Vec<String> = labels.labels.into_iter().map(|l| l.slug).collect();
-        let named: Vec<&String> = slugs.iter().filter(|s| !s.is_empty()).collect();
-        if named.iter().collect::<HashSet<_>>().len() != named.len() {
-            return Err("labels.json names an identity twice".into());
-        }
-        Ok((engine, slugs))
+        Ok((Scorer::Composed(engine), slugs))
     }
 
     /// Forgets the person `slug` everywhere models are kept: every trained version's files (see
@@ -254,7 +337,7 @@ impl ModelServing {
             self.swap(Serving {
                 version: serving.version,
                 tag: serving.tag.clone(),
-                engine: serving.engine.clone(),
+                scorer: serving.scorer.clone(),
                 columns,
             });
         }

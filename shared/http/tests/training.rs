@@ -12,6 +12,7 @@ use axum::http::{Method, Request, StatusCode};
 use serde_json::Value;
 use tower::ServiceExt;
 use twin_app::local::{Local, LocalConfig};
+use twin_app::serving::Scorer;
 use twin_core::keys::model_key;
 use twin_core::store::{Condition, LocalStore, ObjectStore};
 use twin_http::{router, Api, HttpConfig, Uploads};
@@ -204,7 +205,13 @@ async fn server_reloads_models_keeps_serving_on_a_corrupt_one_and_forgets_the_er
             .put(&format!("models/3/{f}"), &data, Condition::None)
             .unwrap();
     }
-    store.put(&model_key(3), &good, Condition::None).unwrap();
+    // Version 3 is composed on a backbone whose bytes differ (the same network, another
+    // doc string appended as a protobuf field): it cannot take the head-only path.
+    let mut other = backbone.clone();
+    other.extend_from_slice(&[0x32, 0x01, b'x']);
+    let (weights, c, d) = read_head(&good).unwrap();
+    let v3 = twin_model::onnx::head::compose(&other, &weights, c, d, &[]).unwrap();
+    store.put(&model_key(3), &v3, Condition::None).unwrap();
     store
         .put(&model_key(2), &good[..good.len() / 2], Condition::None)
         .unwrap();
@@ -229,6 +236,14 @@ async fn server_reloads_models_keeps_serving_on_a_corrupt_one_and_forgets_the_er
     let (status, body) = call(&app, promote(1, Some("k"))).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["serving_version"], 1, "{body}");
+    // Composed on the backbone this process serves: its head alone, on the backbone's output.
+    assert!(
+        matches!(
+            sys.models.current().scorer.as_deref(),
+            Some(Scorer::Head(_))
+        ),
+        "model 1 is served as a head on the backbone"
+    );
 
     let (status, body) = call(&app, match_request()).await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -294,6 +309,13 @@ async fn server_reloads_models_keeps_serving_on_a_corrupt_one_and_forgets_the_er
     );
     assert_eq!(body["model_version"], 3, "{body}");
     assert!(sys.models.models().unwrap().load_error.is_none());
+    assert!(
+        matches!(
+            sys.models.current().scorer.as_deref(),
+            Some(Scorer::Composed(_))
+        ),
+        "model 3, composed on other backbone bytes, is served whole"
+    );
 
     // Erase Obama: the head still has a column for him, the answer never names him.
     let (status, _) = call(

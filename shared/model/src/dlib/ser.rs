@@ -17,6 +17,16 @@ pub struct SerError {
     pub found: String,
 }
 
+/// `2^e`, exactly: built from its bits in the normal range (a landmark model decodes over a
+/// million floats, and `powi` loops), `powi` outside it.
+fn pow2(e: i32) -> f64 {
+    if (-1022..=1023).contains(&e) {
+        f64::from_bits(((e + 1023) as u64) << 52)
+    } else {
+        2f64.powi(e)
+    }
+}
+
 /// A cursor over a dlib-serialized byte buffer.
 pub struct Reader<'a> {
     buf: &'a [u8],
@@ -135,7 +145,7 @@ impl<'a> Reader<'a> {
             EXP_POS_INF => f64::INFINITY,
             EXP_NEG_INF => f64::NEG_INFINITY,
             EXP_NAN => f64::NAN,
-            e if (-32768..=32767).contains(&e) => mantissa as f64 * (2f64).powi(e as i32),
+            e if (-32768..=32767).contains(&e) => mantissa as f64 * pow2(e as i32),
             e => return Err(self.error_at(start, format!("{what} (float exponent)"), e)),
         })
     }
@@ -251,8 +261,18 @@ impl<'a> Reader<'a> {
     /// Reads a `dlib::matrix<float>`: −rows, −cols, then rows·cols floats row-major.
     pub fn matrix_f32(&mut self, what: &str) -> Result<Matrix, SerError> {
         let start = self.pos;
-        let nr = -self.int(&format!("{what}: matrix rows"))?;
-        let nc = -self.int(&format!("{what}: matrix cols"))?;
+        // The part read is named in the error only (a name formatted per element would cost
+        // more than the element: a landmark model has over a million).
+        let part = |part: &'static str| {
+            move |mut e: SerError| {
+                e.expected = e
+                    .expected
+                    .replacen(what, &format!("{what}: matrix {part}"), 1);
+                e
+            }
+        };
+        let nr = -self.int(what).map_err(part("rows"))?;
+        let nc = -self.int(what).map_err(part("cols"))?;
         if nr < 0 || nc < 0 || (nr as u128) * (nc as u128) > self.remaining() as u128 {
             return Err(self.error_at(
                 start,
@@ -263,7 +283,7 @@ impl<'a> Reader<'a> {
         let (nr, nc) = (nr as usize, nc as usize);
         let mut data = Vec::with_capacity(nr * nc);
         for _ in 0..nr * nc {
-            data.push(self.float(&format!("{what}: matrix element"))?);
+            data.push(self.float(what).map_err(part("element"))?);
         }
         Ok(Matrix {
             rows: nr,
@@ -324,6 +344,13 @@ mod tests {
         assert_eq!(r.int("-28").unwrap(), -28);
         assert_eq!(r.int("256").unwrap(), 256);
         r.finish("test").unwrap();
+    }
+
+    #[test]
+    fn powers_of_two_are_exact() {
+        for e in -1100..=1100 {
+            assert_eq!(pow2(e), 2f64.powi(e), "2^{e}");
+        }
     }
 
     #[test]

@@ -19,6 +19,41 @@ use crate::embed::SCORES_OUTPUT;
 pub const HEAD_WEIGHT: &str = "head_weight_t";
 /// Smallest norm the in-graph normalisation divides by.
 pub const NORM_EPSILON: f32 = 1e-12;
+/// Metadata of a composed model: [`backbone_tag`] of the backbone it was composed on, so that a
+/// process serving the same backbone applies the head to that backbone's output itself instead
+/// of loading the composed model as a second network.
+pub const BACKBONE_TAG: &str = "backbone_tag";
+
+/// A tag of a backbone's bytes (FNV-1a over 8-byte words, then the tail: a 22 MB network in a
+/// few milliseconds). Not a defence against a forged file: it tells two backbones apart.
+pub fn backbone_tag(bytes: &[u8]) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let words = bytes.chunks_exact(8);
+    let tail = words.remainder();
+    for w in words {
+        h ^= u64::from_le_bytes(w.try_into().expect("8 bytes"));
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    for b in tail {
+        h ^= *b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}-{}", bytes.len())
+}
+
+/// The head of a composed model, read from its file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeadOf {
+    /// Unit weight rows, row-major `classes × dim`.
+    pub rows: Vec<f32>,
+    /// Identities (score columns).
+    pub classes: usize,
+    /// Embedding size.
+    pub dim: usize,
+    /// [`BACKBONE_TAG`]: the backbone it was composed on (`None` for a model composed before
+    /// the tag was written).
+    pub backbone_tag: Option<String>,
+}
 
 /// Why a model could not be composed or read.
 #[derive(Debug, thiserror::Error)]
@@ -94,6 +129,8 @@ pub fn compose(
         .collect();
     meta.extend(metadata.iter().map(|(k, v)| (*k, v.clone())));
     meta.push(("head_classes", classes.to_string()));
+    meta.retain(|(k, _)| *k != BACKBONE_TAG);
+    meta.push((BACKBONE_TAG, backbone_tag(backbone)));
     let doc = format!(
         "{}\nHead: L2-normalised embedding × {classes} unit identity rows → \"{SCORES_OUTPUT}\" (cosines).",
         model.doc_string
@@ -158,8 +195,19 @@ fn head_weights(t: &onnx_protobuf::TensorProto) -> Result<(Vec<f32>, usize, usiz
 /// Reads the head of a composed model: its unit weight rows (row-major `classes × dim`),
 /// `classes` and `dim`.
 pub fn read_head(model: &[u8]) -> Result<(Vec<f32>, usize, usize), HeadError> {
+    let h = read_head_of(model)?;
+    Ok((h.rows, h.classes, h.dim))
+}
+
+/// Reads the head of a composed model and the backbone it was composed on.
+pub fn read_head_of(model: &[u8]) -> Result<HeadOf, HeadError> {
     let model =
         ModelProto::parse_from_bytes(model).map_err(|e| HeadError::Decode(e.to_string()))?;
+    let backbone_tag = model
+        .metadata_props
+        .iter()
+        .find(|p| p.key == BACKBONE_TAG)
+        .map(|p| p.value.clone());
     let t = model
         .graph
         .initializer
@@ -173,7 +221,12 @@ pub fn read_head(model: &[u8]) -> Result<(Vec<f32>, usize, usize), HeadError> {
             rows[c * dim + d] = values[d * classes + c];
         }
     }
-    Ok((rows, classes, dim))
+    Ok(HeadOf {
+        rows,
+        classes,
+        dim,
+        backbone_tag,
+    })
 }
 
 #[cfg(test)]
