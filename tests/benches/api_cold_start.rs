@@ -4,14 +4,15 @@
 //! `cargo bench -p twin-tests --bench api_cold_start`:
 //! - starts moto with the bucket and the queues ([`Moto::system`]), imports [`GALLERY`] from
 //!   `data/faces` into the bucket through the core (the import use case over S3,
-//!   [`Import::folder`]), trains a model on it and promotes it (even when the gate would
-//!   not), so that a cold start loads backbone, face models, gallery and a trained model;
-//! - builds the real api binary itself, running `cargo build --profile bench -p twin-tests
-//!   -p twin-fn-api --bench api_cold_start --bin api` (same target folder, and the same profile
-//!   and feature set as this bench, so every crate is already built and only `api` is compiled
-//!   and linked; the `bench` profile is `release`'s; `cargo build --release -p twin-fn-api`, as
-//!   the Dockerfile runs it, would rebuild the dependency graph for its own feature set) and
-//!   takes the executable path cargo reports;
+//!   [`Import::folder`]), commits [`SYNTHETIC`] synthetic identities beside them (one crop
+//!   each, compacted into one segment, as a gallery of that size is), trains a model on it and
+//!   promotes it (even when the gate would not), so that a cold start loads backbone, face
+//!   models, a gallery of a hundred thousand people and a trained model;
+//! - builds the real api binary itself, alone, as `infra/Dockerfile` does (`cargo build
+//!   --profile bench -p twin-fn-api --bin api`: the function's own features, so without video
+//!   support and the libraries it loads; the `bench` profile is `release`'s; the first run
+//!   compiles the crates whose features differ from this bench's), and takes the executable
+//!   path cargo reports;
 //! - runs a minimal Lambda Runtime API on 127.0.0.1 ([`twin_tests::lambda::RuntimeApi`], what
 //!   lambda_runtime 1.x calls: `GET /2018-06-01/runtime/invocation/next`,
 //!   `POST .../invocation/{id}/response`, `.../invocation/{id}/error`,
@@ -42,6 +43,7 @@ use serde_json::Value;
 use twin_app::gallery::{DatasetWriter, GalleryView};
 use twin_app::import::Import;
 use twin_app::Engines;
+use twin_core::dataset::Update;
 use twin_core::gallery::Gallery;
 use twin_core::store::ObjectStore;
 use twin_faces::pipeline::{FacePipeline, PipelineOptions};
@@ -52,6 +54,7 @@ use twin_model::train::TrainOptions;
 use twin_tests::events::api_gateway_v2;
 use twin_tests::lambda::{function_arn, lambda_command, FunctionProcess, Logs, Post, RuntimeApi};
 use twin_tests::moto::{self, Moto};
+use twin_tests::synthetic::{self, person, Rng};
 use twin_tests::{bench_requested, data_dir, median, repo_root, require_backbone, SETUP_HINT};
 
 /// Cold starts.
@@ -60,6 +63,10 @@ const RUNS: usize = 5;
 const WARM: usize = 5;
 /// Identities of `data/faces` in the bucket's gallery.
 const GALLERY: [&str; 3] = ["Barack_Obama", "Jerry_Seinfeld", "Madonna"];
+/// Synthetic identities committed beside them (one crop each, so training leaves them out).
+const SYNTHETIC: usize = 100_000;
+/// Synthetic identities per commit.
+const SYNTHETIC_BATCH: usize = 10_000;
 /// The photo matched, under `data/media`.
 const PHOTO: &str = "lin-manuel-miranda.png";
 /// The template's `ApiMemorySize` default (only reported to the function; nothing limits it).
@@ -136,7 +143,7 @@ fn main() {
         api.display()
     );
     println!(
-        "gallery: {} ({gallery_rows} crops), model {model_version} trained on it and promoted ({}); set up in {setup_s:.0} s; api binary built/checked in {build_s:.1} s",
+        "gallery: {} and {SYNTHETIC} synthetic identities ({gallery_rows} crops), model {model_version} trained on it and promoted ({}); set up in {setup_s:.0} s; api binary built/checked in {build_s:.1} s",
         GALLERY.join(", "),
         if promoted_by_gate {
             "by the gate"
@@ -241,6 +248,19 @@ fn fill_bucket(aws: &twin_aws::Aws, models_dir: &Path, data: &Path) -> (usize, u
         .folder(&faces, &|_, _| {})
         .unwrap_or_else(|e| panic!("cannot import the gallery: {e}"));
     assert_eq!(summary.identities, GALLERY.len(), "{summary:?}");
+    eprintln!("api_cold_start: committing {SYNTHETIC} synthetic identities");
+    let writer = DatasetWriter::new(store.clone());
+    let mut rng = Rng(42);
+    for start in (0..SYNTHETIC).step_by(SYNTHETIC_BATCH) {
+        let batch: Vec<Update> = (start..(start + SYNTHETIC_BATCH).min(SYNTHETIC))
+            .map(|i| person(i, 1, &mut rng))
+            .collect();
+        writer
+            .commit(synthetic::DIM, &batch)
+            .unwrap_or_else(|e| panic!("cannot commit synthetic identities: {e}"));
+    }
+    // One segment, as a gallery this size is after its compaction.
+    writer.compact().expect("compact the gallery");
     let backbone = std::fs::read(require_backbone()).expect("the backbone");
     eprintln!("api_cold_start: training a model");
     let outcome = models::train_and_gate(
@@ -268,16 +288,14 @@ fn fill_bucket(aws: &twin_aws::Aws, models_dir: &Path, data: &Path) -> (usize, u
 /// Builds the api binary (with this bench's profile and features) and returns its path.
 fn build_api() -> PathBuf {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    // Alone, as infra/Dockerfile builds it: with the function's own features (no video, so
+    // neither OpenCV's videoio nor FFmpeg is linked), not those this bench unifies in.
     let args = [
         "build",
         "--profile",
         "bench",
         "-p",
-        "twin-tests",
-        "-p",
         "twin-fn-api",
-        "--bench",
-        "api_cold_start",
         "--bin",
         "api",
     ];

@@ -24,6 +24,7 @@ pub mod lambda;
 pub mod moto;
 pub mod parquet;
 pub mod resources;
+pub mod synthetic;
 
 /// What a failure caused by a missing piece tells the reader to do.
 pub const SETUP_HINT: &str = "run scripts/setup from the repository root";

@@ -25,11 +25,11 @@ pub mod training;
 
 #[cfg(feature = "faces")]
 pub mod hfparquet;
-#[cfg(feature = "faces")]
+#[cfg(feature = "video")]
 pub mod import;
-#[cfg(feature = "faces")]
+#[cfg(feature = "video")]
 pub mod ingest;
-#[cfg(feature = "faces")]
+#[cfg(feature = "video")]
 pub mod local;
 #[cfg(feature = "faces")]
 pub mod matching;
@@ -45,6 +45,7 @@ mod engines {
     use std::sync::Arc;
 
     use twin_core::paths::BACKBONE_FILE;
+    #[cfg(feature = "video")]
     use twin_faces::enroll::video_pipeline_options;
     use twin_faces::pipeline::{FacePipeline, PipelineOptions};
     use twin_model::embed::{Embedder, EmbedderOptions};
@@ -74,6 +75,7 @@ mod engines {
         }
 
         /// The video pipeline (enrollment videos: no CNN search, frames as they are).
+        #[cfg(feature = "video")]
         pub fn videos(models_dir: &Path) -> Result<FacePipeline> {
             Ok(FacePipeline::open(models_dir, &video_pipeline_options())?)
         }

@@ -17,12 +17,14 @@
 pub mod chip;
 pub mod cnn;
 pub mod detect;
+#[cfg(feature = "video")]
 pub mod enroll;
 pub mod geometry;
 pub mod imageio;
 pub mod landmarks;
 pub mod pipeline;
 pub mod quality;
+#[cfg(feature = "video")]
 pub mod video;
 
 pub use chip::{extract_chip, face_chip, face_chip_details, ChipDetails, CHIP_PADDING, CHIP_SIZE};

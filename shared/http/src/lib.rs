@@ -63,6 +63,7 @@ pub struct Api {
 
 impl Api {
     /// The local host's use cases.
+    #[cfg(feature = "local")]
     pub fn local(l: &twin_app::local::Local) -> Self {
         Api {
             matching: l.matching.clone(),
