@@ -43,7 +43,6 @@ use serde_json::Value;
 use twin_app::gallery::{DatasetWriter, GalleryView};
 use twin_app::import::Import;
 use twin_app::Engines;
-use twin_core::dataset::Update;
 use twin_core::gallery::Gallery;
 use twin_core::store::ObjectStore;
 use twin_faces::pipeline::{FacePipeline, PipelineOptions};
@@ -54,7 +53,7 @@ use twin_model::train::TrainOptions;
 use twin_tests::events::api_gateway_v2;
 use twin_tests::lambda::{function_arn, lambda_command, FunctionProcess, Logs, Post, RuntimeApi};
 use twin_tests::moto::{self, Moto};
-use twin_tests::synthetic::{self, person, Rng};
+use twin_tests::synthetic::{self, Rng};
 use twin_tests::{bench_requested, data_dir, median, repo_root, require_backbone, SETUP_HINT};
 
 /// Cold starts.
@@ -65,8 +64,6 @@ const WARM: usize = 5;
 const GALLERY: [&str; 3] = ["Barack_Obama", "Jerry_Seinfeld", "Madonna"];
 /// Synthetic identities committed beside them (one crop each, so training leaves them out).
 const SYNTHETIC: usize = 100_000;
-/// Synthetic identities per commit.
-const SYNTHETIC_BATCH: usize = 10_000;
 /// The photo matched, under `data/media`.
 const PHOTO: &str = "lin-manuel-miranda.png";
 /// The template's `ApiMemorySize` default (only reported to the function; nothing limits it).
@@ -250,11 +247,7 @@ fn fill_bucket(aws: &twin_aws::Aws, models_dir: &Path, data: &Path) -> (usize, u
     assert_eq!(summary.identities, GALLERY.len(), "{summary:?}");
     eprintln!("api_cold_start: committing {SYNTHETIC} synthetic identities");
     let writer = DatasetWriter::new(store.clone());
-    let mut rng = Rng(42);
-    for start in (0..SYNTHETIC).step_by(SYNTHETIC_BATCH) {
-        let batch: Vec<Update> = (start..(start + SYNTHETIC_BATCH).min(SYNTHETIC))
-            .map(|i| person(i, 1, &mut rng))
-            .collect();
+    for batch in synthetic::batches(SYNTHETIC, 1, &mut Rng(42)) {
         writer
             .commit(synthetic::DIM, &batch)
             .unwrap_or_else(|e| panic!("cannot commit synthetic identities: {e}"));

@@ -20,18 +20,14 @@ use std::time::Instant;
 use twin_app::gallery::DatasetWriter;
 use twin_app::local::{Local, LocalConfig};
 use twin_core::dataset::{self, Update};
-use twin_core::messages::{IngestMessage, MESSAGE_VERSION};
 use twin_core::store::{Condition, LocalStore, ObjectStore, StoreError, Tagged};
+use twin_tests::synthetic::{self, Rng, BATCH, DIM};
 use twin_tests::{bench_requested, data_dir, models_dir};
 
 /// Identities in the synthetic gallery.
 const PEOPLE: usize = 100_000;
 /// Embeddings per identity.
 const PER_PERSON: usize = 10;
-/// Identities per commit while building it.
-const BATCH: usize = 10_000;
-/// The backbone's embedding length.
-const DIM: usize = 128;
 
 /// The local store, counting the bytes written through it.
 struct Counting {
@@ -70,47 +66,6 @@ impl ObjectStore for Counting {
     }
 }
 
-/// A deterministic stream of values in [−0.5, 0.5).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> f32 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((self.0 >> 33) as f32 / (1u64 << 31) as f32) - 0.5
-    }
-}
-
-/// One identity's upload: `PER_PERSON` crops with embeddings.
-fn person(i: usize, rng: &mut Rng) -> Update {
-    let slug = format!("p{i:06}");
-    let upload_id = format!("u{i:06}");
-    let crops = (0..PER_PERSON)
-        .map(|f| format!("crops/{slug}/{upload_id}/{}.png", f * 100))
-        .collect();
-    let embeddings = (0..PER_PERSON)
-        .map(|_| {
-            let v: Vec<f32> = (0..DIM).map(|_| rng.next()).collect();
-            let n = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-6);
-            v.into_iter().map(|x| x / n * 0.6).collect()
-        })
-        .collect();
-    Update::Add {
-        message: IngestMessage {
-            v: MESSAGE_VERSION,
-            upload_id,
-            slug: slug.clone(),
-            display_name: format!("Person {i}"),
-            source_key: format!("uploads/{slug}/clip.mp4"),
-            crops,
-            rejected: Default::default(),
-        },
-        embeddings,
-    }
-}
-
 fn folder_bytes(dir: &Path) -> u64 {
     let mut total = 0;
     let mut stack = vec![dir.to_path_buf()];
@@ -146,10 +101,7 @@ fn main() {
     let mut rng = Rng(42);
 
     let t = Instant::now();
-    for first in (0..PEOPLE).step_by(BATCH) {
-        let batch: Vec<Update> = (first..first + BATCH)
-            .map(|i| person(i, &mut rng))
-            .collect();
+    for batch in synthetic::batches(PEOPLE, PER_PERSON, &mut rng) {
         writer.commit(DIM, &batch).expect("a build commit");
     }
     let build_s = t.elapsed().as_secs_f64();
@@ -165,7 +117,7 @@ fn main() {
     );
     println!(
         "compaction of the {} build commits: {compact_s:.2} s ({} objects deleted)",
-        PEOPLE / BATCH,
+        PEOPLE.div_ceil(BATCH),
         c.deleted
     );
 
@@ -176,7 +128,7 @@ fn main() {
     );
     let t = Instant::now();
     let v = writer
-        .commit(DIM, &[person(PEOPLE, &mut rng)])
+        .commit(DIM, &[synthetic::person(PEOPLE, PER_PERSON, &mut rng)])
         .expect("one commit");
     let commit_ms = t.elapsed().as_secs_f64() * 1e3;
     let written = store.written.load(Ordering::Relaxed) - before.0;
@@ -192,7 +144,7 @@ fn main() {
         .commit_reporting(
             DIM,
             &[Update::Erase {
-                slug: "p000007".into(),
+                slug: synthetic::slug(7),
             }],
         )
         .expect("erase");

@@ -1,14 +1,19 @@
 //! Warm match latency: one 640×480 photo through [`Matching::match_photo`](twin_app::matching::Matching::match_photo), the work behind
-//! `POST /v1/match`.
+//! `POST /v1/match`, on a gallery of a million crops.
 //!
-//! `cargo bench -p twin-tests --bench match_latency` opens the local host ([`Local`]) on a temporary data folder
-//! (with the threads `twin serve` uses by default), imports `data/faces` into it (about a minute),
-//! cuts a 640×480 JPEG from `data/media/obama-480p.jpg` (centre crop of the 853×480 frame,
+//! `cargo bench -p twin-tests --bench match_latency` first writes [`SYNTHETIC_ROWS`] synthetic
+//! crops to a temporary data folder ([`PER_PERSON`] random embeddings of the backbone's length
+//! for each of `SYNTHETIC_ROWS / PER_PERSON` identities, committed in batches through the
+//! dataset writer the product uses and compacted, as `gallery_scale` builds its gallery; about
+//! 20 s), then opens the local host ([`Local`]) on it (with the threads `twin serve` uses by
+//! default), imports `data/faces` into it (about a minute), so that the gallery the match
+//! searches holds the synthetic rows and the real people, cuts a 640×480 JPEG from `data/media/obama-480p.jpg` (centre crop of the 853×480 frame,
 //! re-encoded at quality 90), warms up, and times [`CALLS`] calls. It prints p50 and p99, and
 //! the same stages timed one by one with the core's public pieces and the same models (decode,
 //! detection + landmarks, chip + embedding, gallery search), taken in turn with the whole call. The timed call is the request path
 //! minus HTTP framing: the body the router hands to `match_photo` and the JSON it serialises
 //! are not in it (this crate does not depend on tokio or tower to drive the router in process).
+//! `TWIN_MATCH_ROWS=0` leaves the synthetic rows out (a quicker look at `data/faces` alone).
 //! Numbers only: nothing here asserts a speed.
 
 use std::io::Cursor;
@@ -16,11 +21,14 @@ use std::path::Path;
 use std::time::Instant;
 
 use image::{imageops, ImageFormat, RgbImage};
+use twin_app::gallery::DatasetWriter;
 use twin_app::local::{Local, LocalConfig};
 use twin_core::media::MAX_PHOTO_BYTES;
+use twin_core::store::LocalStore;
 use twin_faces::imageio::{self, Limits};
 use twin_faces::pipeline::{cut_chip, FacePipeline, PipelineOptions};
 use twin_model::embed::{ChipBatch, Embedder, EmbedderOptions};
+use twin_tests::synthetic::{self, Rng, DIM};
 use twin_tests::{bench_requested, data_dir, require_backbone, SETUP_HINT};
 
 /// A timed stage: its name and one call of it.
@@ -39,6 +47,24 @@ const WIDTH: u32 = 640;
 const HEIGHT: u32 = 480;
 /// The source photo, under `data/media`.
 const SOURCE: &str = "obama-480p.jpg";
+/// Synthetic crops in the gallery besides `data/faces` (`TWIN_MATCH_ROWS` overrides it).
+const SYNTHETIC_ROWS: usize = 1_000_000;
+/// Crops per synthetic identity.
+const PER_PERSON: usize = 10;
+
+/// Writes `rows` synthetic crops to the data folder `data` (random directions of length 0.6,
+/// about a dlib descriptor's), in commits of [`synthetic::BATCH`] identities, then compacts them.
+fn synthetic_gallery(data: &Path, rows: usize) {
+    let store = std::sync::Arc::new(LocalStore::open(data).expect("the data folder"));
+    let writer = DatasetWriter::new(store);
+    let people = rows / PER_PERSON;
+    for batch in synthetic::batches(people, PER_PERSON, &mut Rng(42)) {
+        writer.commit(DIM, &batch).expect("a synthetic commit");
+    }
+    if people > 0 {
+        writer.compact().expect("compaction");
+    }
+}
 
 /// Value at fraction `p` of sorted samples (nearest rank: p99 of 50 samples is the largest).
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -115,6 +141,13 @@ fn main() {
         .to_path_buf();
     let data = data_dir();
     let work = tempfile::tempdir().expect("temporary folder");
+    let synthetic = std::env::var("TWIN_MATCH_ROWS")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(SYNTHETIC_ROWS);
+    let t = Instant::now();
+    synthetic_gallery(&work.path().join("data"), synthetic);
+    let synthetic_s = t.elapsed().as_secs_f64();
     let config = LocalConfig::new(work.path().join("data"), models_dir.clone(), THREADS);
     let system = Local::open_inline(&config)
         .unwrap_or_else(|e| panic!("cannot open the system: {e}; {SETUP_HINT}"));
@@ -213,6 +246,19 @@ fn main() {
     }
     drop(steps);
     let [whole, decode, detect, embed, search] = ms.map(stats);
+    // The search again, call after call with no model run between: what it costs when the
+    // models' threads are not competing with it for the cores.
+    let alone = stats(
+        (0..CALLS)
+            .map(|_| {
+                let t = Instant::now();
+                for i in 0..embedded.len() {
+                    std::hint::black_box(gallery.search(embedded.row(i), K, &|_| false));
+                }
+                t.elapsed().as_secs_f64() * 1e3
+            })
+            .collect(),
+    );
 
     println!();
     println!(
@@ -221,7 +267,8 @@ fn main() {
         first.faces.len()
     );
     println!(
-        "gallery: data/faces imported in {import_s:.0} s ({} photos in, {} rejected): {} identities, {} crops (dataset version {}); ONNX Runtime threads {THREADS}",
+        "gallery: {synthetic} synthetic crops ({} identities, written and compacted in {synthetic_s:.0} s), then data/faces imported in {import_s:.0} s ({} photos in, {} rejected): {} identities, {} crops (dataset version {}); ONNX Runtime threads {THREADS}",
+        synthetic / PER_PERSON,
         summary.imported,
         summary.rejected.values().sum::<usize>(),
         gallery.identities(),
@@ -246,9 +293,10 @@ fn main() {
     line("  detect + landmarks (FacePipeline)", &detect);
     line("  chips + embed (ONNX Runtime)", &embed);
     line("  gallery search (exact, all crops)", &search);
+    line("  gallery search, call after call", &alone);
     let parts = decode.p50 + detect.p50 + embed.p50 + search.p50;
     println!(
-        "({CALLS} calls each after {WARMUP} warm-up calls, the whole call and the stages taken in turn; the stages' p50s add up to {parts:.2} ms; p99 of {CALLS} samples is the slowest one)"
+        "({CALLS} calls each after {WARMUP} warm-up calls, the whole call and the stages taken in turn (the search right after the embedding, as in a match), then the search alone; the stages' p50s add up to {parts:.2} ms; p99 of {CALLS} samples is the slowest one)"
     );
     // The same photo through the HTTP router, as `twin serve` and the api Lambda answer it.
     let http = http_latency(system.clone(), &photo);
