@@ -104,27 +104,23 @@ pub struct Detection {
     pub neighbors: i32,
 }
 
-/// OpenCV's Haar cascade face detector. Safe to share between threads (calls are serialised).
+/// OpenCV's Haar cascade face detector. Safe to share between threads, and calls from several
+/// threads run at the same time: an OpenCV classifier keeps scratch buffers and serves one
+/// caller at a time, so each concurrent call takes one from a pool, loading another copy of the
+/// cascade (a few tens of milliseconds, once per process) when every copy is in use.
 pub struct CascadeDetector {
-    classifier: Mutex<opencv::objdetect::CascadeClassifier>,
+    path: PathBuf,
+    idle: Mutex<Vec<opencv::objdetect::CascadeClassifier>>,
     params: DetectorParams,
 }
 
 impl CascadeDetector {
     /// Loads the cascade at `path`.
     pub fn open(path: &Path, params: DetectorParams) -> Result<Self, DetectError> {
-        if !path.is_file() {
-            return Err(DetectError::CascadeMissing(path.to_path_buf()));
-        }
-        let classifier = opencv::objdetect::CascadeClassifier::new(path.as_os_str())?;
-        if classifier.empty()? {
-            return Err(DetectError::OpenCv(format!(
-                "{} is not a cascade OpenCV can load",
-                path.display()
-            )));
-        }
+        let classifier = load_cascade(path)?;
         Ok(CascadeDetector {
-            classifier: Mutex::new(classifier),
+            path: path.to_path_buf(),
+            idle: Mutex::new(vec![classifier]),
             params,
         })
     }
@@ -149,7 +145,8 @@ impl CascadeDetector {
         }
     }
 
-    /// Every face the cascade finds in `img` searched at `scale` (at most 1), largest first.
+    /// Every face the cascade finds in `img` searched at `scale` (at most 1), largest first
+    /// (then the most neighbours, then top to bottom and left to right).
     /// A padded photo is searched at the scale of the photo itself, so that padding does not
     /// coarsen the boxes.
     pub fn detect_at(&self, img: &RgbImage, scale: f64) -> Result<Vec<Detection>, DetectError> {
@@ -188,19 +185,24 @@ impl CascadeDetector {
         }
         let mut boxes = Vector::<opencv::core::Rect>::new();
         let mut counts = Vector::<i32>::new();
-        {
-            let mut c = twin_core::sync::lock(&self.classifier);
-            c.detect_multi_scale2(
-                &work,
-                &mut boxes,
-                &mut counts,
-                self.params.scale_factor,
-                self.params.min_neighbors,
-                0,
-                Size::new(min_face, min_face),
-                Size::new(0, 0),
-            )?;
-        }
+        let popped = twin_core::sync::lock(&self.idle).pop();
+        let mut classifier = match popped {
+            Some(c) => c,
+            None => load_cascade(&self.path)?,
+        };
+        let found = classifier.detect_multi_scale2(
+            &work,
+            &mut boxes,
+            &mut counts,
+            self.params.scale_factor,
+            self.params.min_neighbors,
+            0,
+            Size::new(min_face, min_face),
+            Size::new(0, 0),
+        );
+        // Back to the pool whatever happened: a failed call leaves the classifier usable.
+        twin_core::sync::lock(&self.idle).push(classifier);
+        found?;
         let inv = 1.0 / scale;
         let mut out: Vec<Detection> = boxes
             .iter()
@@ -213,13 +215,32 @@ impl CascadeDetector {
                 neighbors: n,
             })
             .collect();
+        // Ties broken by position: OpenCV's parallel scan lists its raw hits in no fixed order,
+        // and the groups come out in theirs.
         out.sort_by(|a, b| {
             (b.w * b.h)
                 .cmp(&(a.w * a.h))
                 .then(b.neighbors.cmp(&a.neighbors))
+                .then(a.y.cmp(&b.y))
+                .then(a.x.cmp(&b.x))
         });
         Ok(out)
     }
+}
+
+/// Loads the cascade at `path` into a classifier.
+fn load_cascade(path: &Path) -> Result<opencv::objdetect::CascadeClassifier, DetectError> {
+    if !path.is_file() {
+        return Err(DetectError::CascadeMissing(path.to_path_buf()));
+    }
+    let classifier = opencv::objdetect::CascadeClassifier::new(path.as_os_str())?;
+    if classifier.empty()? {
+        return Err(DetectError::OpenCv(format!(
+            "{} is not a cascade OpenCV can load",
+            path.display()
+        )));
+    }
+    Ok(classifier)
 }
 
 /// Sets how many threads OpenCV's own parallel loops (the cascade's scan, resizing) may use in

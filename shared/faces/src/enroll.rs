@@ -4,8 +4,9 @@
 //! [`enroll_video`] runs the whole chain on a file and returns an [`EnrollReport`]: every sampled
 //! frame is either kept (with its box, landmarks, pose, measures and chip) or rejected with one
 //! [`RejectReason`], and the report says whether the kept frames show the head turned to both
-//! sides. Frames are judged one at a time as they decode (only the chips of acceptable frames
-//! are held), then the survivors are judged together:
+//! sides. Frames are judged on their own as they decode, on [`EnrollOptions::threads`] threads
+//! at once (only the chips of acceptable frames are held), then, back in frame order, the
+//! survivors are judged together:
 //!
 //! 1. per frame: no face, several faces ([`quality::several_faces`]), then [`quality::gate`];
 //! 2. one person: when an embedder is given, faces that are not the video's main person
@@ -19,6 +20,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use image::RgbImage;
@@ -40,9 +42,14 @@ pub const DEFAULT_MAX_KEPT: usize = 30;
 /// missed the face, and asking for another beats enrolling from a handful.
 pub const DEFAULT_MIN_KEPT: usize = 5;
 
+/// Threads that judge frames by default: every core the process may use (a 6 s video takes
+/// about half the time on two cores that it takes on one; see `docs/FACES.md`).
+pub const DEFAULT_THREADS: usize = 0;
+
 /// What enrollment needs from face detection: the faces in a frame and their chips.
-/// [`FacePipeline`] is the real one; tests use fakes.
-pub trait FaceFinder {
+/// [`FacePipeline`] is the real one; tests use fakes. Frames are judged on several threads at
+/// once ([`EnrollOptions::threads`]), so a finder is shared between them.
+pub trait FaceFinder: Sync {
     /// Every face in `img`.
     fn find_faces(&self, img: &RgbImage) -> Result<Vec<FoundFace>, PipelineError>;
     /// The aligned 150×150 chip of `face`, found in `img`.
@@ -93,8 +100,9 @@ pub fn video_pipeline_options() -> PipelineOptions {
     options
 }
 
-/// What the identity check needs: an embedding per chip.
-pub trait ChipEmbedder {
+/// What the identity check needs: an embedding per chip. Shared by the threads that judge the
+/// frames, which embed their candidates' chips one at a time.
+pub trait ChipEmbedder: Sync {
     /// The embeddings of `chips`, in order.
     fn embed_chips(&self, chips: &[&RgbImage]) -> Result<Vec<Vec<f32>>, EmbedError>;
 }
@@ -116,6 +124,10 @@ pub struct EnrollOptions {
     pub max_kept: usize,
     /// Fewest frames kept for the video to be accepted ([`DEFAULT_MIN_KEPT`]).
     pub min_kept: usize,
+    /// Threads that find faces in the frames ([`DEFAULT_THREADS`]; see [`enroll_frames`]):
+    /// 1 judges every frame on the calling thread, 0 uses every core the process may use. The
+    /// report is the same whatever the number.
+    pub threads: usize,
 }
 
 impl Default for EnrollOptions {
@@ -125,6 +137,7 @@ impl Default for EnrollOptions {
             thresholds: Thresholds::default(),
             max_kept: DEFAULT_MAX_KEPT,
             min_kept: DEFAULT_MIN_KEPT,
+            threads: DEFAULT_THREADS,
         }
     }
 }
@@ -217,7 +230,8 @@ pub struct RejectedFrame {
     pub bbox: Option<[i64; 4]>,
 }
 
-/// Where the time went (not serialized).
+/// Where the time went (not serialized). When frames are judged on several threads these are
+/// sums over the threads, so together they exceed the time the enrollment took.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Timings {
     /// Decoding and converting frames.
@@ -228,6 +242,16 @@ pub struct Timings {
     pub measure: Duration,
     /// Embedding for the identity check.
     pub identity: Duration,
+}
+
+impl Timings {
+    /// Adds `other`'s times to these.
+    pub fn add(&mut self, other: &Timings) {
+        self.decode += other.decode;
+        self.faces += other.faces;
+        self.measure += other.measure;
+        self.identity += other.identity;
+    }
 }
 
 /// The result of an enrollment.
@@ -273,18 +297,10 @@ pub fn enroll_video(
     embedder: Option<&dyn ChipEmbedder>,
     options: &EnrollOptions,
 ) -> Result<EnrollReport, EnrollError> {
-    let mut sampler = FrameSampler::open(path, &options.sampler)?;
+    let sampler = FrameSampler::open(path, &options.sampler)?;
     let video = sampler.info().clone();
-    let mut decode = Duration::ZERO;
-    let frames = std::iter::from_fn(|| {
-        let t = Instant::now();
-        let next = sampler.next();
-        decode += t.elapsed();
-        next
-    });
-    let mut report = enroll_frames(frames, finder, embedder, options)?;
+    let mut report = enroll_frames(sampler, finder, embedder, options)?;
     report.video = video;
-    report.timings.decode = decode;
     Ok(report)
 }
 
@@ -295,62 +311,239 @@ struct Candidate {
     pose: quality::Pose,
     measures: Measures,
     chip: RgbImage,
+    /// The chip's embedding, when it was computed beside the frame's judgement.
+    embedding: Option<Vec<f32>>,
+}
+
+/// What the per-frame judgement made of one frame.
+enum Judged {
+    Candidate(Box<Candidate>),
+    Rejected(RejectedFrame),
+}
+
+/// The per-frame judgements of a video, in frame order.
+#[derive(Default)]
+struct Judgements {
+    sampled: u64,
+    candidates: Vec<Candidate>,
+    rejected: Vec<RejectedFrame>,
+    timings: Timings,
+}
+
+impl Judgements {
+    fn push(&mut self, judged: Judged) {
+        self.sampled += 1;
+        match judged {
+            Judged::Candidate(c) => self.candidates.push(*c),
+            Judged::Rejected(r) => self.rejected.push(r),
+        }
+    }
+}
+
+/// The number of threads [`EnrollOptions::threads`] asks for: 0 is every core the process may
+/// use.
+fn judging_threads(threads: usize) -> usize {
+    match threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    }
 }
 
 /// The chain of [`enroll_video`] over frames from any source (the report's `video` is left
-/// empty and its decode time zero).
+/// empty; its decode time is the time spent waiting for the frames).
+///
+/// With [`EnrollOptions::threads`] at 1 every frame is judged on the calling thread as it
+/// comes, and the one-person check embeds the survivors in one batch. With more, the frames are
+/// read on a thread of their own and judged by that many threads at once, each embedding the
+/// chips of the frames it passes (an embedding does not depend on the batch it is computed
+/// in); the judgements are put back in frame order before anything is judged together, so the
+/// report is the same, and an error is the one the first failing frame gives.
 pub fn enroll_frames(
-    frames: impl Iterator<Item = Result<Frame, VideoError>>,
+    frames: impl Iterator<Item = Result<Frame, VideoError>> + Send,
     finder: &dyn FaceFinder,
     embedder: Option<&dyn ChipEmbedder>,
     options: &EnrollOptions,
 ) -> Result<EnrollReport, EnrollError> {
     let t = &options.thresholds;
-    let mut timings = Timings::default();
-    let mut sampled = 0u64;
-    let mut rejected: Vec<RejectedFrame> = Vec::new();
-    let mut candidates: Vec<Candidate> = Vec::new();
-    for frame in frames {
-        let frame = frame?;
-        sampled += 1;
+    let threads = judging_threads(options.threads);
+    let judgements = if threads > 1 {
+        judge_in_parallel(frames, threads, finder, embedder, t)?
+    } else {
+        judge_in_turn(frames, finder, t)?
+    };
+    conclude(judgements, embedder, options)
+}
+
+/// Judges the frames one after the other on this thread.
+fn judge_in_turn(
+    mut frames: impl Iterator<Item = Result<Frame, VideoError>>,
+    finder: &dyn FaceFinder,
+    t: &Thresholds,
+) -> Result<Judgements, EnrollError> {
+    let mut out = Judgements::default();
+    loop {
         let start = Instant::now();
-        let mut faces = finder.find_faces(&frame.image)?;
-        timings.faces += start.elapsed();
+        let Some(frame) = frames.next() else { break };
+        out.timings.decode += start.elapsed();
+        let judged = judge_frame(&frame?, finder, t, &mut out.timings)?;
+        out.push(judged);
+    }
+    Ok(out)
+}
+
+/// A frame, numbered in reading order.
+type Numbered<T> = (usize, T);
+
+/// Reads the frames on one thread and judges them on `threads` others (embedding each
+/// candidate's chip when `embedder` is given), then puts the judgements back in frame order.
+/// At most `threads` frames wait between reading and judging. On the first error (in frame
+/// order) the reading and judging stop after the frames in hand.
+fn judge_in_parallel(
+    frames: impl Iterator<Item = Result<Frame, VideoError>> + Send,
+    threads: usize,
+    finder: &dyn FaceFinder,
+    embedder: Option<&dyn ChipEmbedder>,
+    t: &Thresholds,
+) -> Result<Judgements, EnrollError> {
+    std::thread::scope(|s| {
+        let (frame_tx, frame_rx) =
+            mpsc::sync_channel::<Numbered<Result<Frame, VideoError>>>(threads);
+        let (judged_tx, judged_rx) =
+            mpsc::channel::<Numbered<(Result<Judged, EnrollError>, Timings)>>();
+        let reader = s.spawn(move || {
+            let mut frames = frames;
+            let mut decode = Duration::ZERO;
+            for i in 0.. {
+                let start = Instant::now();
+                let Some(frame) = frames.next() else { break };
+                decode += start.elapsed();
+                let failed = frame.is_err();
+                // A closed channel: the judging stopped at an error.
+                if frame_tx.send((i, frame)).is_err() || failed {
+                    break;
+                }
+            }
+            decode
+        });
+        // The judges share the frames' receiver; the last one to stop closes it, which stops
+        // the reader.
+        let frame_rx = Arc::new(Mutex::new(frame_rx));
+        for _ in 0..threads {
+            let frame_rx = Arc::clone(&frame_rx);
+            let judged_tx = judged_tx.clone();
+            s.spawn(move || loop {
+                let next = twin_core::sync::lock(&frame_rx).recv();
+                let Ok((i, frame)) = next else { return };
+                let mut timings = Timings::default();
+                let judged = frame
+                    .map_err(EnrollError::from)
+                    .and_then(|f| judge_and_embed(&f, finder, embedder, t, &mut timings));
+                // A closed channel: an earlier frame failed and the results are not wanted.
+                if judged_tx.send((i, (judged, timings))).is_err() {
+                    return;
+                }
+            });
+        }
+        drop(frame_rx);
+        drop(judged_tx);
+
+        let mut out = Judgements::default();
+        let mut early: BTreeMap<usize, (Result<Judged, EnrollError>, Timings)> = BTreeMap::new();
+        let mut next = 0;
+        for (i, judged) in judged_rx.iter() {
+            early.insert(i, judged);
+            while let Some((judged, timings)) = early.remove(&next) {
+                next += 1;
+                out.timings.add(&timings);
+                // Returning drops the receiver: the judges and then the reader stop.
+                out.push(judged?);
+            }
+        }
+        out.timings.decode = reader
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        Ok(out)
+    })
+}
+
+/// [`judge_frame`], then the embedding of a candidate's chip.
+fn judge_and_embed(
+    frame: &Frame,
+    finder: &dyn FaceFinder,
+    embedder: Option<&dyn ChipEmbedder>,
+    t: &Thresholds,
+    timings: &mut Timings,
+) -> Result<Judged, EnrollError> {
+    let mut judged = judge_frame(frame, finder, t, timings)?;
+    if let (Judged::Candidate(c), Some(embedder)) = (&mut judged, embedder) {
         let start = Instant::now();
-        // Largest first, whatever order the finder used.
-        faces.sort_by_key(|f| std::cmp::Reverse(f.bbox[2].saturating_mul(f.bbox[3])));
-        let reject = |reason, bbox| RejectedFrame {
+        c.embedding = embedder.embed_chips(&[&c.chip])?.pop();
+        timings.identity += start.elapsed();
+    }
+    Ok(judged)
+}
+
+/// The per-frame judgement: no face, several faces, then the quality gate on the largest one.
+fn judge_frame(
+    frame: &Frame,
+    finder: &dyn FaceFinder,
+    t: &Thresholds,
+    timings: &mut Timings,
+) -> Result<Judged, EnrollError> {
+    let start = Instant::now();
+    let mut faces = finder.find_faces(&frame.image)?;
+    timings.faces += start.elapsed();
+    let start = Instant::now();
+    // Largest first, whatever order the finder used.
+    faces.sort_by_key(|f| std::cmp::Reverse(f.bbox[2].saturating_mul(f.bbox[3])));
+    let reject = |reason, bbox| {
+        Judged::Rejected(RejectedFrame {
             ms: frame.ms,
             reason,
             bbox,
-        };
-        let Some(face) = faces.first() else {
-            rejected.push(reject(RejectReason::NoFace, None));
-            continue;
-        };
-        let sides: Vec<i64> = faces.iter().map(|f| quality::face_side(f.bbox)).collect();
-        if quality::several_faces(&sides, t.several_faces_ratio) {
-            rejected.push(reject(RejectReason::SeveralFaces, Some(face.bbox)));
-            continue;
-        }
-        let chip = finder.chip(&frame.image, face);
-        let measures = Measures::of(face.bbox, &face.landmarks, &chip);
-        timings.measure += start.elapsed();
-        // The gate refuses a face without a pose, so `pose` is there whenever it passes.
-        match (quality::gate(&measures, t), measures.pose) {
-            (Ok(()), Some(pose)) => candidates.push(Candidate {
-                ms: frame.ms,
-                face: face.clone(),
-                pose,
-                measures,
-                chip,
-            }),
-            (result, _) => {
-                let reason = result.err().unwrap_or(RejectReason::ExtremePose);
-                rejected.push(reject(reason, Some(face.bbox)));
-            }
-        }
+        })
+    };
+    let Some(face) = faces.first() else {
+        return Ok(reject(RejectReason::NoFace, None));
+    };
+    let sides: Vec<i64> = faces.iter().map(|f| quality::face_side(f.bbox)).collect();
+    if quality::several_faces(&sides, t.several_faces_ratio) {
+        return Ok(reject(RejectReason::SeveralFaces, Some(face.bbox)));
     }
+    let chip = finder.chip(&frame.image, face);
+    let measures = Measures::of(face.bbox, &face.landmarks, &chip);
+    timings.measure += start.elapsed();
+    // The gate refuses a face without a pose, so `pose` is there whenever it passes.
+    Ok(match (quality::gate(&measures, t), measures.pose) {
+        (Ok(()), Some(pose)) => Judged::Candidate(Box::new(Candidate {
+            ms: frame.ms,
+            face: face.clone(),
+            pose,
+            measures,
+            chip,
+            embedding: None,
+        })),
+        (result, _) => reject(
+            result.err().unwrap_or(RejectReason::ExtremePose),
+            Some(face.bbox),
+        ),
+    })
+}
+
+/// The judgements made together (one person, near-duplicates, the spread over the turn), and
+/// the report.
+fn conclude(
+    judgements: Judgements,
+    embedder: Option<&dyn ChipEmbedder>,
+    options: &EnrollOptions,
+) -> Result<EnrollReport, EnrollError> {
+    let t = &options.thresholds;
+    let Judgements {
+        sampled,
+        mut candidates,
+        mut rejected,
+        mut timings,
+    } = judgements;
 
     let mut reject_candidates = |keep: &[bool], reason, candidates: Vec<Candidate>| {
         let mut left = Vec::with_capacity(candidates.len());
@@ -372,10 +565,18 @@ pub fn enroll_frames(
     let identity_checked = embedder.is_some();
     if let Some(embedder) = embedder {
         if !candidates.is_empty() {
-            let start = Instant::now();
-            let chips: Vec<&RgbImage> = candidates.iter().map(|c| &c.chip).collect();
-            let embeddings = embedder.embed_chips(&chips)?;
-            timings.identity = start.elapsed();
+            let computed: Option<Vec<Vec<f32>>> =
+                candidates.iter_mut().map(|c| c.embedding.take()).collect();
+            let embeddings = match computed {
+                Some(e) => e,
+                None => {
+                    let start = Instant::now();
+                    let chips: Vec<&RgbImage> = candidates.iter().map(|c| &c.chip).collect();
+                    let e = embedder.embed_chips(&chips)?;
+                    timings.identity += start.elapsed();
+                    e
+                }
+            };
             let keep =
                 quality::main_identity(&embeddings, t.same_person_distance, t.main_person_radius);
             candidates = reject_candidates(&keep, RejectReason::OtherPerson, candidates);
@@ -753,6 +954,143 @@ mod tests {
             e.to_string(),
             "face detection failed: OpenCV: cascade exploded"
         );
+    }
+
+    /// The fake finder, slowed down by a different amount on each frame so that the threads
+    /// finish frames out of order; it fails on `fail_on`.
+    struct Uneven {
+        fail_on: Option<Shot>,
+    }
+
+    impl FaceFinder for Uneven {
+        fn find_faces(&self, img: &RgbImage) -> Result<Vec<FoundFace>, PipelineError> {
+            let [c, seed, nose] = img.get_pixel(0, 0).0;
+            let ms = (u64::from(c) * 7 + u64::from(seed) * 3 + u64::from(nose)) % 4;
+            std::thread::sleep(Duration::from_millis(ms));
+            if Some(shot(img)) == self.fail_on {
+                return Err(PipelineError::Detect(DetectError::OpenCv(format!(
+                    "{:?} exploded",
+                    shot(img)
+                ))));
+            }
+            FakeFinder.find_faces(img)
+        }
+
+        fn chip(&self, img: &RgbImage, face: &FoundFace) -> RgbImage {
+            FakeFinder.chip(img, face)
+        }
+    }
+
+    /// Every kind of frame, several times, turning the head both ways.
+    fn long_take() -> Vec<Shot> {
+        (0..60u8)
+            .map(|i| match i % 10 {
+                0 => Shot::Nothing,
+                1 => Shot::TwoPeople,
+                2 => Shot::Small,
+                3 => Shot::Dark,
+                4 => Shot::Flat,
+                5 => Shot::Stranger,
+                6 => Shot::Profile,
+                _ => Shot::Person(i, i64::from(i % 7) * 9 - 27),
+            })
+            .collect()
+    }
+
+    fn run_with(
+        shots: &[Shot],
+        finder: &dyn FaceFinder,
+        threads: usize,
+        max_kept: usize,
+    ) -> Result<EnrollReport, EnrollError> {
+        let frames = shots
+            .iter()
+            .enumerate()
+            .map(|(i, &s)| frame(i as u64 * 100, s));
+        let options = EnrollOptions {
+            threads,
+            max_kept,
+            ..lenient()
+        };
+        enroll_frames(frames, finder, Some(&FakeEmbedder), &options)
+    }
+
+    #[test]
+    fn every_thread_count_gives_the_same_report() {
+        let shots = long_take();
+        let finder = Uneven { fail_on: None };
+        let summary = |r: &EnrollReport| {
+            let kept: Vec<(u64, [i64; 4], u64)> = r
+                .kept
+                .iter()
+                .map(|k| (k.ms, k.bbox, k.yaw.to_bits()))
+                .collect();
+            (
+                r.frames_sampled,
+                kept,
+                r.rejected.clone(),
+                r.rejected_by_reason.clone(),
+                (r.turned_left, r.turned_right),
+            )
+        };
+        // Room for every distinct frame, and a limit that leaves some over it.
+        for max_kept in [30, 5] {
+            let one = run_with(&shots, &finder, 1, max_kept).unwrap();
+            assert_eq!(one.frames_sampled, 60);
+            assert!(one.kept.len() >= 5, "{}", one.kept.len());
+            for reason in [
+                RejectReason::NoFace,
+                RejectReason::SeveralFaces,
+                RejectReason::FaceTooSmall,
+                RejectReason::TooDark,
+                RejectReason::Blurred,
+                RejectReason::OtherPerson,
+                RejectReason::ExtremePose,
+            ] {
+                assert!(one.rejected_by_reason.contains_key(&reason), "{reason}");
+            }
+            for threads in [2, 3, 8] {
+                let many = run_with(&shots, &finder, threads, max_kept).unwrap();
+                assert_eq!(summary(&many), summary(&one), "{threads} threads");
+                let chips =
+                    |r: &EnrollReport| r.kept.iter().map(|k| k.chip.clone()).collect::<Vec<_>>();
+                assert_eq!(chips(&many), chips(&one));
+            }
+        }
+    }
+
+    #[test]
+    fn on_many_threads_the_first_failing_frame_gives_the_error() {
+        // The stranger at frame 5 fails detection; the video fails at frame 8.
+        let finder = Uneven {
+            fail_on: Some(Shot::Stranger),
+        };
+        let frames = |broken_at: usize| {
+            long_take().into_iter().enumerate().map(move |(i, s)| {
+                if i == broken_at {
+                    Err(VideoError::Decoder("broken frame".into()))
+                } else {
+                    frame(i as u64 * 100, s)
+                }
+            })
+        };
+        for threads in [1, 2, 4] {
+            let options = EnrollOptions {
+                threads,
+                ..lenient()
+            };
+            let e = enroll_frames(frames(8), &finder, None, &options).unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                "face detection failed: OpenCV: Stranger exploded",
+                "{threads} threads"
+            );
+            let e = enroll_frames(frames(3), &finder, None, &options).unwrap_err();
+            assert!(
+                matches!(e, EnrollError::Video(VideoError::Decoder(_))),
+                "{threads} threads: {e:?}"
+            );
+        }
     }
 
     #[test]

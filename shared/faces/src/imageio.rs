@@ -191,7 +191,10 @@ fn jpeg_has_end(bytes: &[u8]) -> bool {
                     // Entropy-coded data up to the next marker that is neither a stuffed
                     // 0xFF00 nor a restart.
                     loop {
-                        match bytes.get(i..).and_then(|rest| rest.iter().position(|&b| b == 0xff)) {
+                        match bytes
+                            .get(i..)
+                            .and_then(|rest| rest.iter().position(|&b| b == 0xff))
+                        {
                             None => return false,
                             Some(p) => i += p,
                         }

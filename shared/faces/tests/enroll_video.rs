@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use image::RgbImage;
 use twin_faces::enroll::{
-    enroll_video, video_pipeline_options, ChipEmbedder, EnrollError, EnrollOptions,
+    enroll_video, video_pipeline_options, ChipEmbedder, EnrollError, EnrollOptions, EnrollReport,
 };
 use twin_faces::pipeline::{cut_chip, FacePipeline, PipelineOptions};
 use twin_faces::quality::{embedding_distance, RejectReason};
@@ -136,6 +136,43 @@ fn the_hamilton_clip_enrolls_lin_manuel_miranda() {
     // The audience shots and the opening wide shot are rejected, not kept.
     assert!(report.kept.iter().all(|k| (2_800..=7_100).contains(&k.ms)));
     assert!(report.rejected_by_reason[&RejectReason::NoFace] > 0);
+}
+
+#[test]
+fn frames_judged_on_several_threads_give_the_same_enrollment() {
+    // The real cascade, landmarks and embedder shared by the threads: every kept frame with
+    // its box, landmarks and chip, every rejected frame with its reason and box, the same.
+    let embedder = embedder();
+    let pipeline = video_pipeline();
+    let clip = media("short_hamilton_clip.mp4");
+    let enroll = |threads| {
+        let options = EnrollOptions {
+            threads,
+            ..EnrollOptions::default()
+        };
+        enroll_video(&clip, &pipeline, Some(&embedder), &options).unwrap()
+    };
+    let one = enroll(1);
+    for threads in [2, 3] {
+        let many = enroll(threads);
+        assert_eq!(many.frames_sampled, one.frames_sampled);
+        let kept = |r: &EnrollReport| {
+            r.kept
+                .iter()
+                .map(|k| (k.ms, k.bbox, k.rect, k.landmarks, k.chip.clone()))
+                .collect::<Vec<_>>()
+        };
+        assert!(
+            kept(&many) == kept(&one),
+            "{threads} threads: kept frames differ"
+        );
+        assert_eq!(many.rejected, one.rejected, "{threads} threads");
+        assert_eq!(many.rejected_by_reason, one.rejected_by_reason);
+        assert_eq!(
+            (many.turned_left, many.turned_right),
+            (one.turned_left, one.turned_right)
+        );
+    }
 }
 
 fn refused(path: &Path) -> EnrollError {
