@@ -22,6 +22,7 @@ use serde_json::Value;
 use tower::ServiceExt;
 use twin_app::local::{Local, LocalConfig};
 use twin_http::{router, Api, HttpConfig, Uploads};
+use twin_tests::resources::png_header_only;
 
 const KEY: &str = "test-key-0123456789";
 const IDENTITIES: [&str; 3] = ["Barack_Obama", "Simon_Cowell", "Tina_Fey"];
@@ -791,44 +792,6 @@ async fn refusals_change_nothing() {
     assert!(before == after, "a file changed");
 }
 
-/// A PNG of `width`×`height` whose header is all there is (its image data is empty).
-fn png_header_only(width: u32, height: u32) -> Vec<u8> {
-    fn crc32(bytes: &[u8]) -> u32 {
-        let mut crc = !0u32;
-        for &b in bytes {
-            crc ^= b as u32;
-            for _ in 0..8 {
-                crc = if crc & 1 != 0 {
-                    (crc >> 1) ^ 0xEDB8_8320
-                } else {
-                    crc >> 1
-                };
-            }
-        }
-        !crc
-    }
-    let mut ihdr = Vec::new();
-    ihdr.extend_from_slice(&width.to_be_bytes());
-    ihdr.extend_from_slice(&height.to_be_bytes());
-    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
-    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
-    // An empty deflate stream: the pixels are missing.
-    let idat = [0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01];
-    for (kind, data) in [
-        (&b"IHDR"[..], &ihdr[..]),
-        (&b"IDAT"[..], &idat[..]),
-        (&b"IEND"[..], &[][..]),
-    ] {
-        png.extend_from_slice(&(data.len() as u32).to_be_bytes());
-        let start = png.len();
-        png.extend_from_slice(kind);
-        png.extend_from_slice(data);
-        let crc = crc32(&png[start..]);
-        png.extend_from_slice(&crc.to_be_bytes());
-    }
-    png
-}
-
 /// `POST /v1/enrollments` with the key and `body` as JSON.
 fn enroll_json(body: impl Into<Body>) -> Request<Body> {
     keyed(
@@ -1295,17 +1258,22 @@ async fn a_keyless_server_takes_writes_only_from_this_machine() {
 
 /// Waits for an enrollment to reach `indexed` (or fails on `failed`).
 async fn until_indexed(app: &Router, status_url: &str) -> Value {
+    let v = until_settled(app, status_url).await;
+    assert_eq!(v["state"], "indexed", "enrollment failed: {v}");
+    v
+}
+
+/// Waits for an enrollment to leave `created`/`uploaded`/`cropped`; returns its status.
+async fn until_settled(app: &Router, status_url: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let s = send(app, get(status_url)).await;
         assert_eq!(s.status, 200);
         let v = s.json();
-        match v["state"].as_str().unwrap() {
-            "indexed" => return v,
-            "failed" => panic!("enrollment failed: {v}"),
-            _ => {}
+        if matches!(v["state"].as_str(), Some("indexed" | "failed")) {
+            return v;
         }
-        assert!(Instant::now() < deadline, "not indexed after 120 s: {v}");
+        assert!(Instant::now() < deadline, "not settled after 120 s: {v}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -1631,19 +1599,6 @@ async fn enroll_match_erase() {
         .as_str()
         .unwrap()
         .starts_with("http://twin.example:8080/v1/uploads/"));
-}
-
-/// Waits for an enrollment to leave `created`/`uploaded`/`cropped`; returns its status.
-async fn until_settled(app: &Router, status_url: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let v = send(app, get(status_url)).await.json();
-        if matches!(v["state"].as_str(), Some("indexed" | "failed")) {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "not settled after 120 s: {v}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// Requests that are taken as they are (unknown fields ignored, hostile names kept as text), and
