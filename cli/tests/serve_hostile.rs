@@ -3,13 +3,13 @@
 //! must be an answer (a result, a refusal, or "busy, come back"), and the server's peak memory
 //! must stay under 1.5 GB.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use twin_tests::resources::{hostile_jpeg, peak_rss_mb};
+use twin_tests::resources::{hostile_jpeg, peak_rss_mb, served_address};
 
 /// The most the server may hold at its peak, in MB.
 const PEAK_MB: f64 = 1536.0;
@@ -61,16 +61,7 @@ fn serve(dir: &Path) -> (std::process::Child, String) {
         .stderr(Stdio::null())
         .spawn()
         .expect("twin serve starts");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .expect("the address");
-    let addr = line
-        .trim()
-        .strip_prefix("Twin Matcher is at http://")
-        .unwrap_or_else(|| panic!("no address in {line:?}"))
-        .trim_end_matches('/')
-        .to_string();
+    let addr = served_address(&mut child);
     (child, addr)
 }
 

@@ -3,10 +3,12 @@
 //! tools send them. Requests go over real sockets, written by hand so that every header is the
 //! one a hostile page or a DNS-rebound name would bring.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+
+use twin_tests::resources::served_address;
 
 fn twin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_twin"))
@@ -40,16 +42,7 @@ fn keyless(data: &Path) -> Server {
         .stderr(Stdio::null())
         .spawn()
         .expect("twin serve starts");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .expect("twin serve prints its address");
-    let addr = line
-        .trim()
-        .strip_prefix("Twin Matcher is at http://")
-        .unwrap_or_else(|| panic!("no address in {line:?}"))
-        .trim_end_matches('/')
-        .to_string();
+    let addr = served_address(&mut child);
     Server { child, addr }
 }
 

@@ -58,3 +58,18 @@ pub fn png_header_only(width: u32, height: u32) -> Vec<u8> {
     chunk(&mut png, b"IEND", &[]);
     png
 }
+
+/// The address `twin serve` listens on, read from its first line on stdout ("Twin Matcher is
+/// at http://127.0.0.1:PORT/"); `child` was spawned with its stdout piped.
+pub fn served_address(child: &mut std::process::Child) -> String {
+    use std::io::BufRead;
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("twin serve's stdout is piped"))
+        .read_line(&mut line)
+        .expect("twin serve prints its address");
+    line.trim()
+        .strip_prefix("Twin Matcher is at http://")
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .trim_end_matches('/')
+        .to_string()
+}
