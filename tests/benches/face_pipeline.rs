@@ -11,7 +11,8 @@
 //! and on two (`threads: 2`, what the default gives a 2-core machine), the runs of the paths
 //! interleaved. It prints the median wall time, the process's CPU time, frames sampled, kept and
 //! rejected by reason for each, and whether every path kept the same frames with the same boxes
-//! and rejected the same frames for the same reasons. With `-- video` it stops there.
+//! and rejected the same frames for the same reasons. With `-- video` it stops there; with
+//! `-- photos` it skips the videos.
 //!
 //! Then it writes 640×480 and 1920×1080 JPEGs cut from the media photos, and times on each,
 //! end to end from the file: ours (decode, cascade, box mapping, landmarks, chips, embeddings)
@@ -119,7 +120,9 @@ fn main() {
     let root = repo_root();
     let models = twin_tests::models_dir();
     let backbone = require_backbone();
-    videos(&models, &backbone);
+    if !std::env::args().any(|a| a == "photos") {
+        videos(&models, &backbone);
+    }
     if std::env::args().any(|a| a == "video") {
         return;
     }

@@ -93,6 +93,8 @@ pub fn video_pipeline_options() -> PipelineOptions {
         tight_crop_padding: 0.0,
         whole_image_max_side: 0,
         cnn_fallback: false,
+        cnn_boxes: false,
+        subject_first: false,
         ..PipelineOptions::default()
     };
     options.detector.min_neighbors = VIDEO_MIN_NEIGHBORS;
