@@ -243,7 +243,7 @@ pub fn identify(args: IdentifyArgs) -> anyhow::Result<ExitCode> {
         names.push((name.clone(), name.replace('_', " ")));
         let split = files.len() - args.held_out;
         for (j, f) in files.iter().enumerate() {
-            let e = sys.matching.largest_face_embedding(f).ok().flatten();
+            let e = sys.matching.subject_embedding(f).ok().flatten();
             if j < split {
                 if let Some(e) = e {
                     matrix.extend(e);

@@ -7,7 +7,8 @@
 //! script and reads what it wrote. A missing piece is a panic that names `scripts/setup`, never a
 //! skipped test. Nothing here prints pixels or embeddings; only paths, counts and differences.
 //! [`moto`] runs a real S3/SQS protocol server for the AWS adapters' tests, and [`deploy`] puts
-//! the SAM template on it with IAM enforced.
+//! the SAM template on it with IAM enforced. [`detection`] holds the faces really in the media
+//! photos and the rule that pairs a detector's boxes with them.
 
 use std::ffi::OsStr;
 use std::fmt::Write as _;
@@ -18,6 +19,7 @@ use image::RgbImage;
 use serde::Deserialize;
 
 pub mod deploy;
+pub mod detection;
 pub mod events;
 pub mod fuzz;
 pub mod lambda;

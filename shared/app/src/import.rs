@@ -294,7 +294,7 @@ impl Person {
         })
     }
 
-    /// Adds one decoded image (or the reason it could not be decoded): its largest face's chip
+    /// Adds one decoded image (or the reason it could not be decoded): its subject's chip (the first face)
     /// is stored as a crop, or the image counts as rejected.
     fn add(
         &mut self,

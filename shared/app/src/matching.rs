@@ -41,7 +41,7 @@ pub struct MatchResponse {
     pub width: u32,
     /// Photo height.
     pub height: u32,
-    /// Faces, largest first.
+    /// Faces, the photo's subject first.
     pub faces: Vec<MatchedFace>,
 }
 
@@ -158,9 +158,9 @@ impl Matching {
 }
 
 impl Matching {
-    /// The backbone's embedding of the largest face in a photo file, or `None` when it shows no
+    /// The backbone's embedding of the photo's subject (its first face) in a photo file, or `None` when it shows no
     /// face (`twin eval identify`).
-    pub fn largest_face_embedding(&self, path: &std::path::Path) -> Result<Option<Vec<f32>>> {
+    pub fn subject_embedding(&self, path: &std::path::Path) -> Result<Option<Vec<f32>>> {
         let img = imageio::decode_file(path, &photo_limits())?;
         let (img, _) = imageio::fit_pixels(img, imageio::SEARCH_PIXELS);
         let faces = self.photos.find_faces(&img)?;

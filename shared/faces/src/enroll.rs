@@ -85,8 +85,8 @@ pub const VIDEO_MIN_FACE: i32 = 40;
 
 /// Pipeline options for video frames: the default cascade and box mapping with
 /// [`VIDEO_MIN_NEIGHBORS`] and [`VIDEO_MIN_FACE`], without the padded search, the small-face
-/// search and the whole-image fallback (they are for photos, and only cost time on frames
-/// without a face).
+/// search, the rotated search and the whole-image fallback (they are for photos, and only cost
+/// time on frames without a face).
 pub fn video_pipeline_options() -> PipelineOptions {
     let mut options = PipelineOptions {
         small_face: 0,
@@ -94,6 +94,7 @@ pub fn video_pipeline_options() -> PipelineOptions {
         whole_image_max_side: 0,
         cnn_fallback: false,
         cnn_boxes: false,
+        rotations: Vec::new(),
         subject_first: false,
         ..PipelineOptions::default()
     };

@@ -24,6 +24,7 @@ pub mod imageio;
 pub mod landmarks;
 pub mod pipeline;
 pub mod quality;
+pub mod rotate;
 #[cfg(feature = "video")]
 pub mod video;
 

@@ -8,8 +8,11 @@
 //! 150×150 cuts) give the cascade too little context, so when nothing is found the image is
 //! padded and searched again; then the CNN searches the photo alone. The first searches look
 //! for faces of the detector's `min_face` (60 px) and up; a photo where they find nothing is
-//! searched once more from [`PipelineOptions::small_face`] (40 px). A small, nearly square
-//! image with still nothing found is taken whole as the face. Every face says which of these
+//! searched once more from [`PipelineOptions::small_face`] (40 px). A photo with still nothing
+//! found is turned in its plane by a few angles ([`PipelineOptions::rotations`]) and searched
+//! again, for faces tilted beyond what the cascade and the CNN see, their landmarks mapped back
+//! onto the photo (module [`crate::rotate`]). A small, nearly square image with still nothing
+//! found is taken whole as the face. Every face says which of these
 //! paths found it ([`FaceSource`]); the photo's subject comes first ([`prominence`]).
 
 use std::path::{Path, PathBuf};
@@ -21,6 +24,7 @@ use super::cnn::{CnnError, CnnFaceDetector};
 use super::detect::{
     to_dlib_rect, CascadeDetector, DetectError, Detection, DetectorParams, DEFAULT_CASCADE,
 };
+use super::rotate::{turn, Turned};
 use super::{face_chip, Point, Rect, ShapePredictor, ShapePredictorError};
 use twin_model::embed::EmbedderOptions;
 
@@ -40,6 +44,10 @@ pub enum FaceSource {
     /// cascade found nothing, even padded, or a turned face in a small photo (its box is dlib's
     /// own).
     Cnn,
+    /// Nothing was found upright; the cascade found it in the photo turned in its plane
+    /// ([`PipelineOptions::rotations`]). Its landmarks are mapped back onto the photo, so the
+    /// chip cut from them is upright; its boxes are the boxes around the turned ones.
+    Rotated,
     /// Nothing was detected; the image is a small tight crop and was taken whole as the face.
     WholeImage,
 }
@@ -72,6 +80,11 @@ pub struct PipelineOptions {
     /// region around the cascade's face, and its box (the convention the 5-point predictor
     /// was made for) replaces the one mapped from the cascade's. Needs `cnn_fallback`.
     pub cnn_boxes: bool,
+    /// When nothing is found upright (even padded, by the CNN or as a small face), the photo is
+    /// turned by each of these angles (degrees, counter-clockwise as seen) and searched by the
+    /// cascade; the angle whose strongest face has the most neighbours gives the faces
+    /// ([`FaceSource::Rotated`]). Empty disables it.
+    pub rotations: Vec<f64>,
     /// Order the faces found with the photo's subject first ([`prominence`]: size weighed by
     /// nearness to the centre) instead of the largest first.
     pub subject_first: bool,
@@ -88,6 +101,7 @@ impl Default for PipelineOptions {
             whole_image_min_side: WHOLE_MIN_SIDE,
             cnn_fallback: true,
             cnn_boxes: true,
+            rotations: ROTATIONS.to_vec(),
             subject_first: true,
         }
     }
@@ -110,10 +124,14 @@ pub enum PipelineError {
 /// A face in an image.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct FoundFace {
-    /// The detector's box in the input image: x, y, width, height.
+    /// The detector's box in the input image: x, y, width, height. For a face found in the
+    /// turned photo ([`FaceSource::Rotated`]), the upright box around the cascade's box turned
+    /// back onto the photo (larger than the face by up to cos + sin of the angle: 1.33 at 25°).
     #[serde(rename = "box")]
     pub bbox: [i64; 4],
     /// The box in dlib's convention the landmarks were placed from (input image coordinates).
+    /// For [`FaceSource::Rotated`], the upright box around that box turned back onto the photo
+    /// (trimmed to it): the landmarks were placed in the turned photo, not from this box.
     pub rect: Rect,
     /// The 5 landmarks (input image coordinates): outer and inner corners of the eyes, nose base.
     pub landmarks: [Point; 5],
@@ -155,7 +173,8 @@ impl FacePipeline {
         &self.options
     }
 
-    /// Every face in `img`, largest first.
+    /// Every face in `img`: the photo's subject first with [`PipelineOptions::subject_first`]
+    /// (the photo options), else the largest first (the video options).
     pub fn find_faces(&self, img: &RgbImage) -> Result<Vec<FoundFace>, PipelineError> {
         self.find_faces_with(img, true)
     }
@@ -235,6 +254,10 @@ impl FacePipeline {
             if !found.is_empty() {
                 return self.place_all(img, &found);
             }
+        }
+        let faces = self.search_rotated(img, scale)?;
+        if !faces.is_empty() {
+            return Ok(faces);
         }
         if whole_image
             && w.max(h) <= self.options.whole_image_max_side
@@ -339,6 +362,56 @@ impl FacePipeline {
         Ok(())
     }
 
+    /// The rotated search: the photo, scaled to the cascade's detection scale, is turned by
+    /// each of [`PipelineOptions::rotations`] (on a canvas that holds all of it, filled with
+    /// its mean colour) and searched by the cascade from its `min_face`; the faces of the best
+    /// angle are placed in the turned image (dlib's box from the CNN where it sees the face
+    /// there, as for upright faces), and their landmarks and boxes mapped back onto the photo.
+    fn search_rotated(&self, img: &RgbImage, scale: f64) -> Result<Vec<FoundFace>, PipelineError> {
+        if self.options.rotations.is_empty() {
+            return Ok(Vec::new());
+        }
+        let fill = mean_colour(img);
+        // Every angle is searched and the one whose strongest face has the most neighbours
+        // wins: a face turned the wrong way is seldom found, but a false box sometimes is
+        // (biden.jpg tilted 20° and turned 25° the wrong way: a false box with 12 neighbours;
+        // the faces turned the right way had 20–91).
+        let mut best: Option<(i32, Turned, Vec<Detection>)> = None;
+        for &degrees in &self.options.rotations {
+            let turned = turn(img, degrees, scale, fill)?;
+            let found = self.detector.detect_at(&turned.image, 1.0)?;
+            let Some(strongest) = found.iter().map(|d| d.neighbors).max() else {
+                continue;
+            };
+            if best.as_ref().is_none_or(|(n, _, _)| strongest > *n) {
+                best = Some((strongest, turned, found));
+            }
+        }
+        let Some((_, turned, found)) = best else {
+            return Ok(Vec::new());
+        };
+        let (w, h) = img.dimensions();
+        found
+            .iter()
+            .map(|d| {
+                let mapped = to_dlib_rect(d, &self.options.detector.mapping);
+                let rect = self.cnn_box(&turned.image, mapped)?.unwrap_or(mapped);
+                let landmarks = self
+                    .predictor
+                    .predict(&turned.image, rect)
+                    .map(|p| turned.point_to_photo(p));
+                let around =
+                    turned.rect_to_photo(Rect::new(d.x, d.y, d.x + d.w - 1, d.y + d.h - 1));
+                Ok(FoundFace {
+                    bbox: [around.left, around.top, around.width(), around.height()],
+                    rect: trim_to_image(turned.rect_to_photo(rect), w, h),
+                    landmarks,
+                    source: FaceSource::Rotated,
+                })
+            })
+            .collect()
+    }
+
     /// dlib's CNN box on the face whose box mapped from the cascade's is `mapped`: the CNN
     /// searches the square around it [`REFINE_CONTEXT`] times its side, scaled so that the face
     /// is [`REFINE_FIT`] windows wide, over [`REFINE_LEVELS`] pyramid levels, and the detection
@@ -426,17 +499,22 @@ pub fn pad_image(img: &RgbImage, fraction: f64) -> (RgbImage, u32) {
 /// Pads `img` by `pad` pixels on every side with its mean colour.
 pub fn pad_image_by(img: &RgbImage, pad: u32) -> (RgbImage, u32) {
     let (w, h) = img.dimensions();
-    let n = (w as u64 * h as u64).max(1);
+    let mean = mean_colour(img);
+    let mut out = RgbImage::from_pixel(w + 2 * pad, h + 2 * pad, mean);
+    image::imageops::replace(&mut out, img, pad as i64, pad as i64);
+    (out, pad)
+}
+
+/// The mean colour of `img` (each channel's mean, truncated).
+fn mean_colour(img: &RgbImage) -> Rgb<u8> {
+    let n = (img.width() as u64 * img.height() as u64).max(1);
     let mut sum = [0u64; 3];
     for p in img.pixels() {
         for (s, &v) in sum.iter_mut().zip(&p.0) {
             *s += v as u64;
         }
     }
-    let mean = Rgb([(sum[0] / n) as u8, (sum[1] / n) as u8, (sum[2] / n) as u8]);
-    let mut out = RgbImage::from_pixel(w + 2 * pad, h + 2 * pad, mean);
-    image::imageops::replace(&mut out, img, pad as i64, pad as i64);
-    (out, pad)
+    Rgb([(sum[0] / n) as u8, (sum[1] / n) as u8, (sum[2] / n) as u8])
 }
 
 /// Whether the grey levels of `img` vary enough to hold a face (a flat picture does not):
@@ -494,6 +572,9 @@ pub const REFINE_FIT: f64 = 1.1;
 pub const REFINE_LEVELS: usize = 4;
 /// Least overlap (intersection over union) for a CNN box to be taken as the same face.
 pub const REFINE_MIN_IOU: f64 = 0.3;
+
+/// Angles the rotated search turns a photo by, in degrees (see `docs/FACES.md`).
+pub const ROTATIONS: [f64; 2] = [-25.0, 25.0];
 
 /// Smallest face looked for when a photo shows none of the detector's `min_face` or more.
 pub const SMALL_FACE: i32 = 40;
