@@ -42,15 +42,8 @@ pub struct ApiSettings {
 pub fn app(aws: &Aws, settings: &ApiSettings) -> Result<(Api, axum::Router), Error> {
     let s3 = aws.store();
     let store: Arc<dyn ObjectStore> = Arc::new(s3.clone());
-    let gallery = Arc::new(GalleryView::open(store.clone()));
-    // The gallery loads off the request path, from the start: its rows come from the bucket
-    // while the models are read. The first match waits for it if it comes first.
-    let warm = gallery.clone();
-    std::thread::Builder::new()
-        .name("twin-gallery".into())
-        .spawn(move || warm.warm())
-        .map_err(Error::internal)?;
     let engines = Engines::open(&settings.models_dir, settings.threads)?;
+    let gallery = Arc::new(GalleryView::open(store.clone()));
     let models = Arc::new(ModelServing::new(
         store.clone(),
         engines.backbone.clone(),
@@ -75,6 +68,12 @@ pub fn app(aws: &Aws, settings: &ApiSettings) -> Result<(Api, axum::Router), Err
         models,
     };
     api.models.check();
+    // The gallery loads off the request path; the first match waits for it if it comes first.
+    let warm = api.gallery.clone();
+    std::thread::Builder::new()
+        .name("twin-gallery".into())
+        .spawn(move || warm.warm())
+        .map_err(Error::internal)?;
     watch(&api, settings.poll)?;
     let mut config = HttpConfig::new(Uploads::Presigned(Arc::new(s3)));
     config.api_key = settings.api_key.clone();

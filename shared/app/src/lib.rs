@@ -61,23 +61,13 @@ mod engines {
     }
 
     impl Engines {
-        /// Opens the photo pipeline and the backbone from `models_dir`, the backbone on a
-        /// second thread while the pipeline's models are read (a process starts faster).
+        /// Opens the photo pipeline and the backbone from `models_dir`.
         pub fn open(models_dir: &Path, threads: usize) -> Result<Self> {
-            let (photos, backbone) = std::thread::scope(|s| {
-                let backbone = s.spawn(|| {
-                    Embedder::open(
-                        &models_dir.join(BACKBONE_FILE),
-                        &EmbedderOptions { threads },
-                    )
-                });
-                let photos = FacePipeline::open(models_dir, &PipelineOptions::default());
-                let backbone = backbone
-                    .join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-                (photos, backbone)
-            });
-            let (photos, backbone) = (photos?, backbone?);
+            let photos = FacePipeline::open(models_dir, &PipelineOptions::default())?;
+            let backbone = Embedder::open(
+                &models_dir.join(BACKBONE_FILE),
+                &EmbedderOptions { threads },
+            )?;
             Ok(Engines {
                 photos: Arc::new(photos),
                 backbone: Arc::new(backbone),
