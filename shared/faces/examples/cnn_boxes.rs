@@ -11,13 +11,6 @@ use twin_faces::imageio::{decode_file, Limits};
 use twin_faces::Rect;
 use twin_model::embed::EmbedderOptions;
 
-fn iou(a: &Rect, b: &Rect) -> f64 {
-    let i = a.intersect(b);
-    let ai = (i.width() * i.height()) as f64;
-    let u = (a.width() * a.height() + b.width() * b.height()) as f64 - ai;
-    ai / u
-}
-
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let reference: serde_json::Value = serde_json::from_slice(&std::fs::read(&args[0])?)?;
@@ -51,7 +44,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         for (r, s) in &theirs {
             let best = ours
                 .iter()
-                .map(|o| (iou(r, &o.rect), o))
+                .map(|o| (r.iou(&o.rect), o))
                 .max_by(|a, b| a.0.total_cmp(&b.0));
             match best {
                 Some((v, o)) if v > 0.3 => {
@@ -74,7 +67,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         }
         for o in &ours {
-            if !theirs.iter().any(|(r, _)| iou(r, &o.rect) > 0.3) {
+            if !theirs.iter().any(|(r, _)| r.iou(&o.rect) > 0.3) {
                 extra += 1;
                 println!(
                     "  ours only {:?} {:.3}",

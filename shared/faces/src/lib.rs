@@ -106,6 +106,18 @@ impl Rect {
             self.bottom.min(other.bottom),
         )
     }
+
+    /// Intersection over union of the two boxes' areas (0 when both are empty).
+    pub fn iou(&self, other: &Rect) -> f64 {
+        let area = |r: &Rect| (r.width() * r.height()) as f64;
+        let inner = area(&self.intersect(other));
+        let outer = area(self) + area(other) - inner;
+        if outer > 0.0 {
+            inner / outer
+        } else {
+            0.0
+        }
+    }
 }
 
 #[cfg(test)]

@@ -349,7 +349,7 @@ impl FacePipeline {
         }
         for d in cnn.detect(img, 1.0)? {
             let rect = trim_to_image(d.rect, w, h);
-            if faces.iter().all(|f| iou(&f.rect, &rect) < REFINE_MIN_IOU) {
+            if faces.iter().all(|f| f.rect.iou(&rect) < REFINE_MIN_IOU) {
                 faces.push(FoundFace {
                     bbox: [d.rect.left, d.rect.top, d.rect.width(), d.rect.height()],
                     rect,
@@ -437,7 +437,7 @@ impl FacePipeline {
         let found = cnn.detect_region(img, region, scale, REFINE_LEVELS)?;
         Ok(found
             .iter()
-            .map(|d| (iou(&d.rect, &mapped), d.rect))
+            .map(|d| (d.rect.iou(&mapped), d.rect))
             .filter(|(overlap, _)| *overlap >= REFINE_MIN_IOU)
             .max_by(|a, b| a.0.total_cmp(&b.0))
             .map(|(_, r)| r))
@@ -458,18 +458,6 @@ fn prominence(face: &FoundFace, w: u32, h: u32) -> f64 {
     let (hw, hh) = (w as f64 / 2.0, h as f64 / 2.0);
     let off = ((cx - hw).powi(2) + (cy - hh).powi(2)).sqrt() / (hw * hw + hh * hh).sqrt().max(1.0);
     area * (1.0 - off.min(1.0))
-}
-
-/// Intersection over union of two boxes.
-fn iou(a: &Rect, b: &Rect) -> f64 {
-    let area = |r: &Rect| (r.width() * r.height()) as f64;
-    let inner = area(&a.intersect(b));
-    let outer = area(a) + area(b) - inner;
-    if outer > 0.0 {
-        inner / outer
-    } else {
-        0.0
-    }
 }
 
 /// A face box cut back to the photo, as `face_recognition` cuts dlib's detections before it
@@ -660,9 +648,9 @@ mod tests {
     #[test]
     fn overlap_of_boxes() {
         let a = face_at(0, 0, 10).rect;
-        assert_eq!(iou(&a, &a), 1.0);
-        assert_eq!(iou(&a, &face_at(20, 20, 10).rect), 0.0);
-        let half = iou(&a, &face_at(5, 0, 10).rect);
+        assert_eq!(a.iou(&a), 1.0);
+        assert_eq!(a.iou(&face_at(20, 20, 10).rect), 0.0);
+        let half = a.iou(&face_at(5, 0, 10).rect);
         assert!((half - 50.0 / 150.0).abs() < 1e-12, "{half}");
     }
 
