@@ -14,6 +14,7 @@ use std::ffi::OsStr;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use twin_core::rows::RowEncoding;
 
 use image::RgbImage;
 use serde::Deserialize;
@@ -552,15 +553,41 @@ pub fn venv_tool(name: &str) -> PathBuf {
 
 /// What a stored object keeps of an erased person: `Some` with the reason when its key or its
 /// content names one of `words`, or its content holds the first 8 values of one of `rows` as
-/// stored (little-endian `f32`); `None` when it keeps nothing.
+/// the dataset stores them (little-endian binary16 in format 4, `f32` before); `None` when it
+/// keeps nothing.
 pub fn leak(key: &str, body: &[u8], words: &[&str], rows: &[Vec<f32>]) -> Option<String> {
     let text = String::from_utf8_lossy(body);
     if let Some(w) = words.iter().find(|w| key.contains(*w) || text.contains(*w)) {
         return Some(format!("{key} (names {w})"));
     }
     let holds = rows.iter().any(|r| {
-        let needle: Vec<u8> = r.iter().take(8).flat_map(|v| v.to_le_bytes()).collect();
-        body.windows(needle.len()).any(|w| w == &needle[..])
+        let first = &r[..r.len().min(8)];
+        [RowEncoding::F16, RowEncoding::F32].iter().any(|e| {
+            let needle = e.encode(first);
+            body.windows(needle.len()).any(|w| w == &needle[..])
+        })
     });
     holds.then(|| format!("{key} (holds an embedding)"))
+}
+
+#[cfg(test)]
+mod leak_tests {
+    use super::*;
+
+    #[test]
+    fn a_row_is_found_in_either_encoding_and_nowhere_else() {
+        let row: Vec<f32> = (0..128).map(|i| (i as f32 * 0.37).sin() * 0.4).collect();
+        // As the dataset reads it back from a format-4 segment.
+        let stored = RowEncoding::F16
+            .decode(&RowEncoding::F16.encode(&row))
+            .unwrap();
+        let other: Vec<f32> = stored.iter().map(|v| v + 0.01).collect();
+        for (encoding, values) in [(RowEncoding::F16, &stored), (RowEncoding::F32, &row)] {
+            let mut body = b"header".to_vec();
+            body.extend(encoding.encode(values));
+            assert!(leak("k", &body, &[], &[values.clone()]).is_some());
+            assert!(leak("k", &body, &[], &[other.clone()]).is_none());
+        }
+        assert!(leak("crops/ada/0.png", b"", &["ada"], &[]).is_some());
+    }
 }

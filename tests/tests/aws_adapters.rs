@@ -6,6 +6,7 @@
 use std::collections::BTreeSet;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
+use twin_core::rows::RowEncoding;
 
 use aws_sdk_s3::primitives::ByteStream;
 use hmac::{Hmac, KeyInit, Mac};
@@ -547,8 +548,12 @@ fn racing_dataset_commits_through_s3_lose_nothing() {
             .unwrap();
         for c in 0..2 {
             let got = &snap.embeddings[row * DIM..(row + 1) * DIM];
+            // As stored: each value rounded to binary16 (storage format 4).
+            let sent = RowEncoding::F16
+                .decode(&RowEncoding::F16.encode(&embedding((r * 10 + w) * 2 + c)))
+                .unwrap();
             assert!(
-                got == embedding((r * 10 + w) * 2 + c).as_slice(),
+                got == sent.as_slice(),
                 "{} row {c} holds another identity's embedding",
                 ident.slug
             );

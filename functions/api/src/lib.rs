@@ -18,6 +18,7 @@ use twin_app::matching::Matching;
 use twin_app::serving::ModelServing;
 use twin_app::{Engines, Error};
 use twin_aws::Aws;
+use twin_core::paths::BACKBONE_FILE;
 use twin_core::store::ObjectStore;
 use twin_http::{router, Api, HttpConfig, Uploads};
 
@@ -42,13 +43,34 @@ pub struct ApiSettings {
 pub fn app(aws: &Aws, settings: &ApiSettings) -> Result<(Api, axum::Router), Error> {
     let s3 = aws.store();
     let store: Arc<dyn ObjectStore> = Arc::new(s3.clone());
-    let engines = Engines::open(&settings.models_dir, settings.threads)?;
+    // The gallery loads off the request path, from the start: its rows come from the store while
+    // the models open. The first match waits for it if it comes first.
     let gallery = Arc::new(GalleryView::open(store.clone()));
-    let models = Arc::new(ModelServing::new(
-        store.clone(),
-        engines.backbone.clone(),
-        settings.threads,
-    ));
+    let warm = gallery.clone();
+    std::thread::Builder::new()
+        .name("twin-gallery".into())
+        .spawn(move || warm.warm())
+        .map_err(Error::internal)?;
+    // The promoted model is read from the store from the start, while the networks open; it
+    // is checked on the backbone while the face models open.
+    let fetching = {
+        let store = store.clone();
+        let backbone_file = settings.models_dir.join(BACKBONE_FILE);
+        std::thread::Builder::new()
+            .name("twin-model".into())
+            .spawn(move || ModelServing::fetch(&*store, &backbone_file))
+            .map_err(Error::internal)?
+    };
+    let mut models = None;
+    let engines = Engines::open_with(&settings.models_dir, settings.threads, |backbone| {
+        let serving = ModelServing::new(store.clone(), backbone.clone(), settings.threads);
+        match fetching.join() {
+            Ok(fetched) => serving.check_fetched(fetched),
+            Err(_) => serving.check(),
+        };
+        models = Some(Arc::new(serving));
+    })?;
+    let models = models.ok_or_else(|| Error::internal("the model was not loaded"))?;
     let writer = Arc::new(DatasetWriter::new(store.clone()));
     let api = Api {
         matching: Arc::new(Matching::new(
@@ -67,13 +89,6 @@ pub fn app(aws: &Aws, settings: &ApiSettings) -> Result<(Api, axum::Router), Err
         gallery,
         models,
     };
-    api.models.check();
-    // The gallery loads off the request path; the first match waits for it if it comes first.
-    let warm = api.gallery.clone();
-    std::thread::Builder::new()
-        .name("twin-gallery".into())
-        .spawn(move || warm.warm())
-        .map_err(Error::internal)?;
     watch(&api, settings.poll)?;
     let mut config = HttpConfig::new(Uploads::Presigned(Arc::new(s3)));
     config.api_key = settings.api_key.clone();

@@ -63,14 +63,32 @@ mod engines {
     impl Engines {
         /// Opens the photo pipeline and the backbone from `models_dir`.
         pub fn open(models_dir: &Path, threads: usize) -> Result<Self> {
-            let photos = FacePipeline::open(models_dir, &PipelineOptions::default())?;
-            let backbone = Embedder::open(
+            Self::open_with(models_dir, threads, |_| ())
+        }
+
+        /// [`Engines::open`], running `alongside` with the backbone on a second thread while
+        /// the photo pipeline opens (a server loads its promoted model there: the store's
+        /// latency and the face models' parsing overlap). Returns once both are done.
+        pub fn open_with(
+            models_dir: &Path,
+            threads: usize,
+            alongside: impl FnOnce(&Arc<Embedder>) + Send,
+        ) -> Result<Self> {
+            let backbone = Arc::new(Embedder::open(
                 &models_dir.join(BACKBONE_FILE),
                 &EmbedderOptions { threads },
-            )?;
+            )?);
+            let photos = std::thread::scope(|s| {
+                let with = s.spawn(|| alongside(&backbone));
+                let photos = FacePipeline::open(models_dir, &PipelineOptions::default());
+                if let Err(panic) = with.join() {
+                    std::panic::resume_unwind(panic);
+                }
+                photos
+            })?;
             Ok(Engines {
                 photos: Arc::new(photos),
-                backbone: Arc::new(backbone),
+                backbone,
             })
         }
 

@@ -179,8 +179,48 @@ impl ModelServing {
     /// Checks `models/CURRENT` and, when it points somewhere new, loads that model, runs its
     /// self-check and swaps it in. Returns the version serving afterwards.
     pub fn check(&self) -> Option<u64> {
+        let pointer = models::current(&*self.store).map_err(|e| e.to_string());
+        self.check_pointer(pointer, None)
+    }
+
+    /// Reads what [`ModelServing::check`] reads from the store — `models/CURRENT`, the model it
+    /// points at and its labels — and the tag of the backbone file, without the backbone
+    /// network: a server runs it from its start on a thread of its own, while its networks
+    /// open, then hands it to [`ModelServing::check_fetched`].
+    pub fn fetch(store: &dyn ObjectStore, backbone_file: &Path) -> Fetched {
+        let pointer = models::current(store).map_err(|e| e.to_string());
+        let model = match &pointer {
+            Ok(Some((n, _))) => Some(read_model(store, *n)),
+            _ => None,
+        };
+        Fetched {
+            pointer,
+            model,
+            backbone: std::fs::read(backbone_file)
+                .ok()
+                .map(|b| (backbone_file.to_path_buf(), backbone_tag(&b))),
+        }
+    }
+
+    /// [`ModelServing::check`] with what [`ModelServing::fetch`] read (the poll that follows
+    /// reads `models/CURRENT` again).
+    pub fn check_fetched(&self, fetched: Fetched) -> Option<u64> {
+        if let Some((path, tag)) = fetched.backbone {
+            if path == self.backbone.model_path() {
+                let _ = self.backbone_tag.set(Some(tag));
+            }
+        }
+        self.check_pointer(fetched.pointer, fetched.model)
+    }
+
+    /// [`ModelServing::check`] of `pointer`, with the model it names when already read.
+    fn check_pointer(
+        &self,
+        pointer: std::result::Result<Option<(u64, String)>, String>,
+        read: Option<std::result::Result<ReadModel, String>>,
+    ) -> Option<u64> {
         let serving = self.current();
-        let pointer = match models::current(&*self.store) {
+        let pointer = match pointer {
             Ok(p) => p,
             Err(e) => {
                 tracing::error!(error = %e, "cannot read models/CURRENT; the serving model stays");
@@ -207,7 +247,8 @@ impl ModelServing {
             return serving.version;
         }
         let started = std::time::Instant::now();
-        match self.load(version) {
+        let read = read.unwrap_or_else(|| read_model(&*self.store, version));
+        match read.and_then(|m| self.load(m)) {
             Ok((scorer, labels)) => {
                 // An erased person's label is empty: their column answers for nobody.
                 let columns = labels
@@ -240,30 +281,17 @@ impl ModelServing {
         }
     }
 
-    /// Loads model `n` and checks it: its head must have one column per label and, run on a
-    /// test chip, give finite scores; a model composed on another backbone is loaded whole and
-    /// its `embedding` must also equal the backbone's.
-    fn load(&self, n: u64) -> std::result::Result<(Scorer, Vec<String>), String> {
-        let labels = models::read_labels(&*self.store, n).map_err(|e| e.to_string())?;
-        let key = keys::model_key(n);
-        let bytes = self
-            .store
-            .get(&key)
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("{key} is missing"))?;
+    /// Checks model `m` and makes its scorer: its head must have one column per label and, run
+    /// on a test chip, give finite scores; a model composed on another backbone is loaded whole
+    /// and its `embedding` must also equal the backbone's.
+    fn load(&self, m: ReadModel) -> std::result::Result<(Scorer, Vec<String>), String> {
+        let ReadModel {
+            key,
+            labels,
+            bytes,
+            head,
+        } = m;
         let slugs: Vec<String> = labels.labels.iter().map(|l| l.slug.clone()).collect();
-        let named: Vec<&String> = slugs.iter().filter(|s| !s.is_empty()).collect();
-        if named.iter().collect::<HashSet<_>>().len() != named.len() {
-            return Err("labels.json names an identity twice".into());
-        }
-        let head = read_head_of(&bytes.data).map_err(|e| e.to_string())?;
-        if head.classes != slugs.len() {
-            return Err(format!(
-                "the model has {} score columns but labels.json lists {} identities",
-                head.classes,
-                slugs.len()
-            ));
-        }
         let same_backbone = head.dim == self.backbone.dim()
             && head.backbone_tag.is_some()
             && head.backbone_tag.as_deref() == self.backbone_tag();
@@ -285,7 +313,7 @@ impl ModelServing {
         }
         let engine = Embedder::from_bytes(
             Path::new(&key),
-            &bytes.data,
+            &bytes,
             &EmbedderOptions {
                 threads: self.threads,
             },
@@ -367,6 +395,56 @@ impl ModelServing {
 }
 
 /// A fixed, face-like test pattern for a new model's self-check (no stored image needed).
+/// What [`ModelServing::fetch`] read.
+pub struct Fetched {
+    pointer: std::result::Result<Option<(u64, String)>, String>,
+    model: Option<std::result::Result<ReadModel, String>>,
+    /// The backbone file and its [`backbone_tag`] (`None`: unreadable).
+    backbone: Option<(std::path::PathBuf, String)>,
+}
+
+/// A trained model read from the store, its head parsed and its labels checked against it.
+struct ReadModel {
+    key: String,
+    labels: models::Labels,
+    bytes: Vec<u8>,
+    head: twin_model::onnx::head::HeadOf,
+}
+
+/// Reads model `n` and its labels: each identity named once, one score column per label.
+fn read_model(store: &dyn ObjectStore, n: u64) -> std::result::Result<ReadModel, String> {
+    let labels = models::read_labels(store, n).map_err(|e| e.to_string())?;
+    let key = keys::model_key(n);
+    let bytes = store
+        .get(&key)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("{key} is missing"))?
+        .data;
+    let named: Vec<&String> = labels
+        .labels
+        .iter()
+        .map(|l| &l.slug)
+        .filter(|s| !s.is_empty())
+        .collect();
+    if named.iter().collect::<HashSet<_>>().len() != named.len() {
+        return Err("labels.json names an identity twice".into());
+    }
+    let head = read_head_of(&bytes).map_err(|e| e.to_string())?;
+    if head.classes != labels.labels.len() {
+        return Err(format!(
+            "the model has {} score columns but labels.json lists {} identities",
+            head.classes,
+            labels.labels.len()
+        ));
+    }
+    Ok(ReadModel {
+        key,
+        labels,
+        bytes,
+        head,
+    })
+}
+
 fn self_check_chip() -> RgbImage {
     let size = twin_model::chip::CHIP_SIZE as u32;
     RgbImage::from_fn(size, size, |x, y| {

@@ -30,13 +30,14 @@ use crate::keys::{
     DATASET_CURRENT, DATASET_EMBEDDINGS_V1, DATASET_SEGMENTS, DATASET_VERSIONS,
 };
 use crate::messages::IngestMessage;
-use crate::rows::{self, KeySource, RowData};
+use crate::rows::{self, KeySource, RowData, RowEncoding};
 use crate::store::{content_tag, Condition, ObjectStore, StoreError};
 
-/// The storage format this build writes (version files and segments): format 3 keeps a
-/// segment's crop keys after its rows in the `.bin`, so that a search reads only the keys of the
-/// rows it returns.
-pub const FORMAT_VERSION: u32 = 3;
+/// The storage format this build writes (version files and segments): format 4 stores a
+/// segment's rows as binary16 (half the bytes a cold start reads), its crop keys after them.
+pub const FORMAT_VERSION: u32 = 4;
+/// Format 3: `f32` rows, the crop keys after them in the `.bin`.
+pub const FORMAT_V3: u32 = 3;
 /// The first segmented format: crop keys in the segment's `.json`.
 pub const FORMAT_V2: u32 = 2;
 /// The first format: a whole manifest and a whole embeddings file per version.
@@ -73,6 +74,9 @@ pub enum DatasetError {
         /// Expected.
         want: usize,
     },
+    /// An embedding value that is not a number or too large to store.
+    #[error("an embedding has a value that is not finite or beyond ±65504, which the dataset cannot store")]
+    Value,
     /// Other writers kept moving `CURRENT`.
     #[error("could not commit a dataset version after {COMMIT_ATTEMPTS} attempts (too many concurrent writers)")]
     Contention,
@@ -349,7 +353,7 @@ fn read_stored(store: &dyn ObjectStore, n: u64) -> Result<Stored, DatasetError> 
         FORMAT_V1 => Stored::V1(Box::new(
             serde_json::from_value(value).map_err(|e| bad(e.to_string()))?,
         )),
-        FORMAT_V2 | FORMAT_VERSION => {
+        FORMAT_V2 | FORMAT_V3 | FORMAT_VERSION => {
             Stored::Segmented(serde_json::from_value(value).map_err(|e| bad(e.to_string()))?)
         }
         other => return Err(bad(format!("format {other} is not one this build reads"))),
@@ -365,7 +369,7 @@ fn read_stored(store: &dyn ObjectStore, n: u64) -> Result<Stored, DatasetError> 
 }
 
 /// A segment's description as stored, in either segmented format: each identity's number of
-/// rows, and in format 2 its crop keys too (format 3 keeps them in the `.bin`).
+/// rows, and in format 2 its crop keys too (formats 3 and 4 keep them in the `.bin`).
 #[derive(Deserialize)]
 struct SegmentHead {
     v: u32,
@@ -405,7 +409,7 @@ fn read_segment_head(
             .identities
             .iter_mut()
             .for_each(|i| i.rows = i.crops.len()),
-        FORMAT_VERSION => {}
+        FORMAT_V3 | FORMAT_VERSION => {}
         other => return Err(bad(format!("segment {} is in format {other}", seg.id))),
     }
     let rows: usize = head.identities.iter().map(|i| i.rows).sum();
@@ -415,7 +419,21 @@ fn read_segment_head(
     Ok(head)
 }
 
-/// Reads a segment's description with its crop keys (from the `.bin` in format 3).
+/// How the rows of a segment in format `v` are stored.
+fn row_encoding(v: u32) -> RowEncoding {
+    if v >= FORMAT_VERSION {
+        RowEncoding::F16
+    } else {
+        RowEncoding::F32
+    }
+}
+
+/// Whether a segment in format `v` keeps its crop keys in a table after its rows.
+fn keys_in_bin(v: u32) -> bool {
+    v >= FORMAT_V3
+}
+
+/// Reads a segment's description with its crop keys (from the `.bin` from format 3 on).
 fn read_segment_meta(
     store: &dyn ObjectStore,
     n: u64,
@@ -423,10 +441,11 @@ fn read_segment_meta(
 ) -> Result<SegmentMeta, DatasetError> {
     let bad = corrupt(n);
     let head = read_segment_head(store, n, seg)?;
-    let mut keys = if head.v == FORMAT_VERSION {
+    let mut keys = if keys_in_bin(head.v) {
         let bin = segment_rows_key(&seg.id).map_err(|e| bad(e.to_string()))?;
+        let at = head.rows * head.dim * row_encoding(head.v).bytes();
         let table = store
-            .get_range(&bin, (head.rows * head.dim * 4) as u64, u64::MAX)?
+            .get_range(&bin, at as u64, u64::MAX)?
             .ok_or_else(|| bad(format!("the rows of segment {} are missing", seg.id)))?;
         rows::decode_keys(&table, head.rows).map_err(|m| bad(format!("segment {}: {m}", seg.id)))?
     } else {
@@ -437,7 +456,7 @@ fn read_segment_meta(
         .identities
         .into_iter()
         .map(|i| Identity {
-            crops: if head.v == FORMAT_VERSION {
+            crops: if keys_in_bin(head.v) {
                 keys.by_ref().take(i.rows).collect()
             } else {
                 i.crops
@@ -456,7 +475,7 @@ fn read_segment_meta(
     })
 }
 
-/// Reads a segment's embeddings (a format-3 `.bin` has its keys table after them).
+/// Reads a segment's embeddings (from format 3 on, the `.bin` has its keys table after them).
 fn read_segment_rows(
     store: &dyn ObjectStore,
     n: u64,
@@ -466,34 +485,32 @@ fn read_segment_rows(
     let bad = corrupt(n);
     let key = segment_rows_key(&seg.id).map_err(|e| bad(e.to_string()))?;
     let values = seg.rows * meta.dim;
+    let encoding = row_encoding(meta.v);
     let data = if meta.v == FORMAT_V2 {
         store.get(&key)?.map(|t| t.data)
     } else {
-        store.get_range(&key, 0, values as u64 * 4)?
+        store.get_range(&key, 0, (values * encoding.bytes()) as u64)?
     }
     .ok_or_else(|| bad(format!("the rows of segment {} are missing", seg.id)))?;
-    decode_rows(&data, seg.rows, meta.dim).map_err(|m| bad(format!("segment {}: {m}", seg.id)))
+    decode_rows(&data, seg.rows, meta.dim, encoding)
+        .map_err(|m| bad(format!("segment {}: {m}", seg.id)))
 }
 
-fn decode_rows(data: &[u8], rows: usize, dim: usize) -> Result<Vec<f32>, String> {
-    if data.len() != rows * dim * 4 {
+fn decode_rows(
+    data: &[u8],
+    rows: usize,
+    dim: usize,
+    encoding: RowEncoding,
+) -> Result<Vec<f32>, String> {
+    if data.len() != rows * dim * encoding.bytes() {
         return Err(format!(
             "{} bytes of embeddings for {rows} rows of {dim}",
             data.len()
         ));
     }
-    Ok(data
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect())
-}
-
-fn encode_rows(rows: &[f32]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(rows.len() * 4);
-    for v in rows {
-        out.extend_from_slice(&v.to_le_bytes());
-    }
-    out
+    encoding
+        .decode(data)
+        .ok_or_else(|| "the embeddings are cut".to_string())
 }
 
 /// The live identities of a version, merged across its segments (later segments add crops and
@@ -621,7 +638,10 @@ pub fn load_version(store: &dyn ObjectStore, n: u64) -> Result<Snapshot, Dataset
         let bin = store
             .get(&embeddings_key(n))?
             .ok_or_else(|| corrupt(n)("its embeddings are missing".into()))?;
-        vec![decode_rows(&bin.data, metas[0].rows, file.dim).map_err(corrupt(n))?]
+        vec![
+            decode_rows(&bin.data, metas[0].rows, file.dim, RowEncoding::F32)
+                .map_err(corrupt(n))?,
+        ]
     } else {
         file.segments
             .iter()
@@ -833,14 +853,54 @@ pub fn load_for_search(
         Stored::Segmented(f) => f,
         Stored::V1(_) => return Ok(load_version(&**store, n)?.into()),
     };
-    let mut lean = Vec::with_capacity(file.segments.len());
-    for seg in &file.segments {
-        let l = read_segment_head(&**store, n, seg)?;
-        if l.dim != file.dim {
-            return Err(bad(format!("segment {} does not add up", seg.id)));
-        }
-        lean.push(l);
-    }
+    // When the version file says every segment is in this format, the rows' encoding is known
+    // before the segments' descriptions are read: the rows (most of the bytes) are then read from
+    // the store at the same time as the descriptions, not after them. A local store maps them.
+    let early = file.v == FORMAT_VERSION
+        && file.segments.iter().all(|seg| {
+            segment_rows_key(&seg.id)
+                .ok()
+                .and_then(|k| store.file_of(&k))
+                .is_none()
+        });
+    let (lean, early_rows) = std::thread::scope(|scope| {
+        let rows = early.then(|| {
+            scope.spawn(|| {
+                file.segments
+                    .iter()
+                    .map(|seg| {
+                        let key = segment_rows_key(&seg.id).map_err(|e| bad(e.to_string()))?;
+                        read_rows_in_ranges(
+                            &**store,
+                            n,
+                            &seg.id,
+                            &key,
+                            seg.rows * file.dim,
+                            RowEncoding::F16,
+                        )
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+            })
+        });
+        let lean = file
+            .segments
+            .iter()
+            .map(|seg| {
+                let l = read_segment_head(&**store, n, seg)?;
+                if l.dim != file.dim || (early && l.v != FORMAT_VERSION) {
+                    return Err(bad(format!("segment {} does not add up", seg.id)));
+                }
+                Ok(l)
+            })
+            .collect::<Result<Vec<_>, DatasetError>>();
+        let rows = rows.map(|r| {
+            r.join()
+                .unwrap_or_else(|_| Err(bad("reading the rows failed".into())))
+        });
+        (lean, rows)
+    });
+    let lean = lean?;
+    let mut early_rows = early_rows.transpose()?.map(Vec::into_iter);
     let dead = |si: usize, slug: &str| file.erased.get(slug).is_some_and(|&upto| si < upto);
     // Later segments rename.
     let mut display: BTreeMap<&str, &str> = BTreeMap::new();
@@ -869,56 +929,65 @@ pub fn load_for_search(
     let mut segments = Vec::with_capacity(lean.len());
     for (seg, l) in file.segments.iter().zip(lean) {
         let key = segment_rows_key(&seg.id).map_err(|e| bad(e.to_string()))?;
+        let encoding = row_encoding(l.v);
         let values = seg.rows * file.dim;
-        let table = if l.v == FORMAT_VERSION {
-            (seg.rows + 1) * 4
-        } else {
-            0
+        let row_bytes = values * encoding.bytes();
+        let in_bin = keys_in_bin(l.v);
+        let table = if in_bin { (seg.rows + 1) * 4 } else { 0 };
+        // The keys table is read in the background from now on: the first matches find their
+        // rows' keys in memory (until it arrives, each lookup reads its key in ranges).
+        let stored_keys = |key: String| {
+            let keys = Arc::new(rows::StoredKeys::new(
+                store.clone(),
+                key,
+                row_bytes as u64,
+                seg.rows,
+            ));
+            keys.read_all_in_background();
+            KeySource::Stored(keys)
         };
-        let mapped = store
-            .file_of(&key)
-            .and_then(|path| rows::map_rows(&path, values));
-        let (data, keys) = match mapped {
-            Some(RowData::Mapped { map, values }) => {
-                if map.len() < values * 4 + table || (table == 0 && map.len() != values * 4) {
-                    return Err(bad(format!(
-                        "segment {}: {} bytes of rows for {} rows of {}",
-                        seg.id,
-                        map.len(),
-                        seg.rows,
-                        file.dim
-                    )));
+        let (data, keys) = if let Some(read) = early_rows.as_mut().and_then(Iterator::next) {
+            (RowData::Owned(read), stored_keys(key))
+        } else if let Some(map) = store.file_of(&key).and_then(|p| rows::map_file(&p)) {
+            if map.len() < row_bytes + table || (table == 0 && map.len() != row_bytes) {
+                return Err(bad(format!(
+                    "segment {}: {} bytes of rows for {} rows of {}",
+                    seg.id,
+                    map.len(),
+                    seg.rows,
+                    file.dim
+                )));
+            }
+            // `f32` rows are searched in place; binary16 rows are converted once.
+            let data = match encoding {
+                RowEncoding::F32 => rows::mapped_f32(map.clone(), values),
+                RowEncoding::F16 => None,
+            }
+            .unwrap_or_else(|| {
+                let mut out = vec![0f32; values];
+                encoding.decode_into(&map[..row_bytes], &mut out);
+                RowData::Owned(out)
+            });
+            let keys = if in_bin {
+                KeySource::Mapped {
+                    map,
+                    at: row_bytes,
+                    count: seg.rows,
                 }
-                let data = Arc::new(RowData::Mapped { map, values });
-                let keys = if l.v == FORMAT_VERSION {
-                    KeySource::Mapped {
-                        rows: data.clone(),
-                        at: values * 4,
-                        count: seg.rows,
-                    }
-                } else {
-                    KeySource::Listed(l.identities.into_iter().flat_map(|i| i.crops).collect())
-                };
-                (data, keys)
-            }
-            _ => {
-                let data = Arc::new(RowData::Owned(read_rows_in_ranges(
-                    &**store, n, &seg.id, &key, values,
-                )?));
-                let keys = if l.v == FORMAT_VERSION {
-                    KeySource::Stored(Arc::new(rows::StoredKeys::new(
-                        store.clone(),
-                        key,
-                        values as u64 * 4,
-                        seg.rows,
-                    )))
-                } else {
-                    KeySource::Listed(l.identities.into_iter().flat_map(|i| i.crops).collect())
-                };
-                (data, keys)
-            }
+            } else {
+                KeySource::Listed(l.identities.into_iter().flat_map(|i| i.crops).collect())
+            };
+            (data, keys)
+        } else {
+            let data = read_rows_in_ranges(&**store, n, &seg.id, &key, values, encoding)?;
+            let keys = if in_bin {
+                stored_keys(key)
+            } else {
+                KeySource::Listed(l.identities.into_iter().flat_map(|i| i.crops).collect())
+            };
+            (RowData::Owned(data), keys)
         };
-        segments.push((data, keys));
+        segments.push((Arc::new(data), keys));
     }
     Ok(SearchVersion {
         version: file.version,
@@ -929,19 +998,21 @@ pub fn load_for_search(
     })
 }
 
-/// Reads the first `values` floats of `key`, in ranges of [`RANGE_BYTES`] fetched by up to
-/// [`RANGE_READERS`] threads at once (a large segment on S3 arrives at the bandwidth of several
-/// connections, not one).
+/// Reads the first `values` values of `key` (stored as `encoding`), in ranges of [`RANGE_BYTES`]
+/// fetched by up to [`RANGE_READERS`] threads at once (a large segment on S3 arrives at the
+/// bandwidth of several connections, not one).
 fn read_rows_in_ranges(
     store: &dyn ObjectStore,
     n: u64,
     id: &str,
     key: &str,
     values: usize,
+    encoding: RowEncoding,
 ) -> Result<Vec<f32>, DatasetError> {
     let bad = corrupt(n);
     let mut out = vec![0f32; values];
-    let per = RANGE_BYTES / 4;
+    let size = encoding.bytes();
+    let per = RANGE_BYTES / size;
     let slots: Vec<std::sync::Mutex<(usize, &mut [f32])>> = out
         .chunks_mut(per)
         .enumerate()
@@ -955,8 +1026,8 @@ fn read_rows_in_ranges(
         let mut slot = crate::sync::lock(slot);
         let (index, dst) = &mut *slot;
         let index = *index;
-        let start = (index * per * 4) as u64;
-        let want = dst.len() * 4;
+        let start = (index * per * size) as u64;
+        let want = dst.len() * size;
         let got = match store.get_range(key, start, want as u64) {
             Ok(Some(b)) if b.len() == want => b,
             Ok(Some(b)) => {
@@ -976,9 +1047,7 @@ fn read_rows_in_ranges(
                 break;
             }
         };
-        for (v, c) in dst.iter_mut().zip(got.chunks_exact(4)) {
-            *v = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
-        }
+        encoding.decode_into(&got, dst);
     };
     let readers = RANGE_READERS.min(slots.len());
     if readers <= 1 {
@@ -1080,7 +1149,7 @@ fn write_segment(
         uploads: meta.uploads.clone(),
     };
     let body = serde_json::to_vec(&file).expect("a segment description serializes");
-    let mut bin = encode_rows(rows);
+    let mut bin = row_encoding(FORMAT_VERSION).encode(rows);
     rows::encode_keys(
         &mut bin,
         meta.identities
@@ -1308,6 +1377,13 @@ pub fn commit(
                     want: dim,
                 });
             }
+            if embeddings
+                .iter()
+                .flatten()
+                .any(|v| !v.is_finite() || v.abs() > rows::F16_MAX)
+            {
+                return Err(DatasetError::Value);
+            }
         }
     }
     for attempt in 0..COMMIT_ATTEMPTS {
@@ -1337,12 +1413,15 @@ pub fn commit(
             }
         } else {
             VersionFile {
-                // A version that still lists format-2 segments says so (and is compacted).
-                v: if base.metas.iter().all(|m| m.v == FORMAT_VERSION) {
-                    FORMAT_VERSION
-                } else {
-                    FORMAT_V2
-                },
+                // A version that still lists older segments says the oldest format among them
+                // (and is compacted, which rewrites them in this one).
+                v: base
+                    .metas
+                    .iter()
+                    .map(|m| m.v)
+                    .min()
+                    .unwrap_or(FORMAT_VERSION)
+                    .min(FORMAT_VERSION),
                 version: 0,
                 parent: (base.file.version > 0).then_some(base.file.version),
                 dim,
@@ -1417,7 +1496,7 @@ pub fn needs_compaction(store: &dyn ObjectStore) -> Result<bool, DatasetError> {
 /// names), makes it current (the same conditional write as a commit: a concurrent commit is
 /// never lost, it wins and the compaction tries again), then deletes the older version files,
 /// the segments no current version uses, and format-1 embeddings. A format-1 or format-2 store
-/// becomes a format-3 store here. Returns what it did (nothing to do: the current version unchanged).
+/// becomes a format-4 store here (so does a format-3 one). Returns what it did (nothing to do: the current version unchanged).
 pub fn compact(store: &dyn ObjectStore) -> Result<Compaction, DatasetError> {
     for attempt in 0..COMMIT_ATTEMPTS {
         let Some((n, tag)) = current_version(store)? else {
@@ -1841,8 +1920,12 @@ mod tests {
                 Condition::IfAbsent,
             )
             .unwrap();
-            s.put(&embeddings_key(n), &encode_rows(rows), Condition::None)
-                .unwrap();
+            s.put(
+                &embeddings_key(n),
+                &RowEncoding::F32.encode(rows),
+                Condition::None,
+            )
+            .unwrap();
         };
         v1(1, &[("bob", 1)], &[1.0, 1.0]);
         v1(
@@ -1878,7 +1961,7 @@ mod tests {
     /// A segment the way format 2 wrote it: crop keys in the `.json`, rows alone in the `.bin`.
     fn put_format_2_segment(s: &LocalStore, meta: &SegmentMeta, rows: &[f32]) -> SegmentRef {
         let body = serde_json::to_vec(meta).unwrap();
-        let bin = encode_rows(rows);
+        let bin = RowEncoding::F32.encode(rows);
         let id = format!("{}{}", content_tag(&body), content_tag(&bin));
         s.put(&segment_rows_key(&id).unwrap(), &bin, Condition::None)
             .unwrap();
@@ -1966,6 +2049,158 @@ mod tests {
             }
         );
         assert!(!needs_compaction(&s).unwrap());
+    }
+
+    /// A segment the way format 3 wrote it: `f32` rows, then the keys table, in the `.bin`.
+    fn put_format_3_segment(s: &LocalStore, ids: &[Identity], rows: &[f32]) -> SegmentRef {
+        let n: usize = ids.iter().map(|i| i.crops.len()).sum();
+        let body = serde_json::to_vec(&serde_json::json!({
+            "v": 3, "dim": 2, "rows": n,
+            "identities": ids.iter().map(|i| serde_json::json!({
+                "slug": i.slug, "display_name": i.display_name, "rows": i.crops.len(),
+                "uploads": i.uploads,
+            })).collect::<Vec<_>>(),
+            "uploads": ids.iter().flat_map(|i| i.uploads.clone()).collect::<BTreeSet<_>>(),
+        }))
+        .unwrap();
+        let mut bin = RowEncoding::F32.encode(rows);
+        rows::encode_keys(
+            &mut bin,
+            ids.iter().flat_map(|i| i.crops.iter().map(String::as_str)),
+        );
+        let id = format!("{}{}", content_tag(&body), content_tag(&bin));
+        s.put(&segment_rows_key(&id).unwrap(), &bin, Condition::None)
+            .unwrap();
+        s.put(&segment_meta_key(&id).unwrap(), &body, Condition::None)
+            .unwrap();
+        SegmentRef { id, rows: n }
+    }
+
+    /// What a search reads: each segment's rows and row keys, in segment order.
+    fn searched(store: &Arc<dyn ObjectStore>) -> (Vec<f32>, Vec<String>) {
+        let v = load_current_for_search(store).unwrap().unwrap();
+        let mut values = Vec::new();
+        let mut keys = Vec::new();
+        for (data, k) in &v.segments {
+            values.extend_from_slice(data.values());
+            keys.extend((0..data.values().len() / 2).map(|r| k.key(r).unwrap()));
+        }
+        (values, keys)
+    }
+
+    #[test]
+    fn a_format_3_store_is_read_exactly_grows_and_is_migrated_to_binary16() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = LocalStore::open(dir.path()).unwrap();
+        // Values binary16 cannot hold exactly: a format-3 store must give them back as written.
+        let bob_rows = [0.123_456_79f32, -0.2, 0.333_333_34, 0.1];
+        let a = put_format_3_segment(&s, &[ident("bob", "u1", 2)], &bob_rows);
+        let file = VersionFile {
+            v: FORMAT_V3,
+            version: 1,
+            parent: None,
+            dim: 2,
+            segments: vec![a],
+            erased: BTreeMap::new(),
+            erased_uploads: BTreeSet::new(),
+        };
+        s.put(
+            &manifest_key(1),
+            &serde_json::to_vec(&file).unwrap(),
+            Condition::IfAbsent,
+        )
+        .unwrap();
+        s.put(DATASET_CURRENT, b"1", Condition::None).unwrap();
+        let local: Arc<dyn ObjectStore> = Arc::new(LocalStore::open(dir.path()).unwrap());
+        let remote: Arc<dyn ObjectStore> = Arc::new(Remote(LocalStore::open(dir.path()).unwrap()));
+        let bob_keys = vec![
+            "crops/bob/u1/0.png".to_string(),
+            "crops/bob/u1/1.png".into(),
+        ];
+        assert_eq!(load_current(&s).unwrap().unwrap().embeddings, bob_rows);
+        for store in [&local, &remote] {
+            assert_eq!(searched(store), (bob_rows.to_vec(), bob_keys.clone()));
+        }
+
+        // A commit adds a format-4 segment; the version says its oldest segment's format.
+        let ada = Update::Add {
+            message: IngestMessage {
+                v: 1,
+                upload_id: "u2".into(),
+                slug: "ada".into(),
+                display_name: "ADA".into(),
+                source_key: "uploads/ada/u2.mp4".into(),
+                crops: vec!["crops/ada/u2/0.png".into()],
+                rejected: Default::default(),
+            },
+            embeddings: vec![vec![0.7, -0.123_456_79]],
+        };
+        assert_eq!(commit(&s, 2, &[ada]).unwrap(), 2);
+        let Stored::Segmented(f) = read_stored(&s, 2).unwrap() else {
+            panic!("segmented")
+        };
+        assert_eq!(f.v, FORMAT_V3);
+        let ada_rows = RowEncoding::F16
+            .decode(&RowEncoding::F16.encode(&[0.7, -0.123_456_79]))
+            .unwrap();
+        assert_ne!(ada_rows, [0.7, -0.123_456_79], "binary16 rounds them");
+        let mixed = [bob_rows.to_vec(), ada_rows.clone()].concat();
+        let mixed_keys = [bob_keys.clone(), vec!["crops/ada/u2/0.png".to_string()]].concat();
+        for store in [&local, &remote] {
+            assert_eq!(searched(store), (mixed.clone(), mixed_keys.clone()));
+        }
+        assert_eq!(
+            load_current(&s).unwrap().unwrap().embeddings,
+            [ada_rows.clone(), bob_rows.to_vec()].concat()
+        );
+
+        // The compaction rewrites it all in format 4: the same gallery, binary16 rows.
+        assert!(needs_compaction(&s).unwrap());
+        assert_eq!(compact(&s).unwrap().version, 3);
+        let Stored::Segmented(f) = read_stored(&s, 3).unwrap() else {
+            panic!("segmented")
+        };
+        assert_eq!((f.v, f.segments.len()), (FORMAT_VERSION, 1));
+        let bin = s
+            .get(&segment_rows_key(&f.segments[0].id).unwrap())
+            .unwrap()
+            .unwrap()
+            .data;
+        let key_bytes: usize = mixed_keys.iter().map(String::len).sum();
+        assert_eq!(
+            bin.len(),
+            3 * 2 * 2 + 4 * 4 + key_bytes,
+            "binary16 rows, then keys"
+        );
+        let whole = load_current(&s).unwrap().unwrap();
+        let rounded = RowEncoding::F16
+            .decode(&RowEncoding::F16.encode(&bob_rows))
+            .unwrap();
+        assert_eq!(whole.embeddings, [ada_rows, rounded].concat());
+        for store in [&local, &remote] {
+            let (values, keys) = searched(store);
+            assert_eq!(values, whole.embeddings);
+            assert_eq!(keys, [&mixed_keys[2..], &mixed_keys[..2]].concat());
+        }
+        assert!(!needs_compaction(&s).unwrap());
+    }
+
+    #[test]
+    fn values_binary16_cannot_hold_are_refused_before_anything_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = LocalStore::open(dir.path()).unwrap();
+        for bad in [f32::NAN, f32::INFINITY, 70_000.0, -1e9] {
+            let mut u = add("bob", "u1", 1, 1.0);
+            if let Update::Add { embeddings, .. } = &mut u {
+                embeddings[0][1] = bad;
+            }
+            assert!(
+                matches!(commit(&s, 2, &[u]), Err(DatasetError::Value)),
+                "{bad}"
+            );
+        }
+        assert_eq!(load_current(&s).unwrap(), None);
+        assert!(s.list(DATASET_SEGMENTS).unwrap().is_empty());
     }
 
     /// The local store without its file paths: rows and keys are read in ranges, as from S3.
@@ -2154,7 +2389,7 @@ mod tests {
         .unwrap();
         s.put(
             &embeddings_key(1),
-            &encode_rows(&[1.0, 2.0]),
+            &RowEncoding::F32.encode(&[1.0, 2.0]),
             Condition::None,
         )
         .unwrap();

@@ -79,8 +79,8 @@ pub struct Gallery {
     owner: Vec<u32>,
     /// (slug, display name) per identity.
     names: Vec<(String, String)>,
-    /// Every prototype (identities × dim) and its length, when first needed.
-    prototypes: OnceLock<(Vec<f32>, Vec<f32>)>,
+    /// Every identity's prototype, when first needed.
+    prototypes: OnceLock<Prototypes>,
     /// The live rows of each identity, when first needed.
     members: OnceLock<Members>,
 }
@@ -122,6 +122,22 @@ impl Members {
         self.start[identity + 1] > self.start[identity]
     }
 }
+
+/// Every identity's prototype (the mean of its live rows) and its length. An identity with one
+/// live row (most of a large gallery) has that row as its prototype: only the means of the
+/// others are stored.
+#[derive(Debug, Default)]
+struct Prototypes {
+    /// Per identity: where its mean is in `means` (in rows of `dim`), or [`ITS_ROW`].
+    at: Vec<u32>,
+    /// The means of the identities with more than one live row.
+    means: Vec<f32>,
+    /// Per identity: its prototype's length.
+    norms: Vec<f32>,
+}
+
+/// [`Prototypes::at`] of an identity whose one live row is its prototype (or that has none).
+const ITS_ROW: u32 = u32::MAX;
 
 /// An identity ranked by a trained head: its key (smaller is better), then its index (ties go
 /// to the lower one), so that a max-heap's top is the worst one kept.
@@ -340,8 +356,8 @@ impl Gallery {
 
     /// The mean of the rows of identity `i`.
     fn prototype_of(&self, i: usize) -> Vec<f32> {
-        if let Some((p, _)) = self.prototypes.get() {
-            return p[i * self.dim..(i + 1) * self.dim].to_vec();
+        if let Some(p) = self.prototypes.get() {
+            return self.prototype_in(p, i).to_vec();
         }
         let mut sum = vec![0f32; self.dim];
         let mut count = 0usize;
@@ -397,32 +413,48 @@ impl Gallery {
         best
     }
 
+    /// Identity `i`'s prototype in `p` (see [`Prototypes`]).
+    fn prototype_in<'a>(&'a self, p: &'a Prototypes, i: usize) -> &'a [f32] {
+        match p.at[i] {
+            ITS_ROW => match self.members().rows(i).next() {
+                Some(r) => self.row(r),
+                None => &[],
+            },
+            m => &p.means[m as usize * self.dim..(m as usize + 1) * self.dim],
+        }
+    }
+
     /// Every identity's prototype and its length, computed once.
-    fn prototypes(&self) -> &(Vec<f32>, Vec<f32>) {
+    fn prototypes(&self) -> &Prototypes {
         self.prototypes.get_or_init(|| {
+            let members = self.members();
             let n = self.names.len();
-            let mut p = vec![0f32; n * self.dim];
-            let mut counts = vec![0usize; n];
-            for ((rows, _), &start) in self.segments.iter().zip(&self.starts) {
-                for (r, x) in rows.values().chunks_exact(self.dim).enumerate() {
-                    let o = self.owner[start + r];
-                    if o == DEAD_ROW {
-                        continue;
-                    }
-                    counts[o as usize] += 1;
-                    p[o as usize * self.dim..(o as usize + 1) * self.dim]
-                        .iter_mut()
-                        .zip(x)
-                        .for_each(|(a, b)| *a += b);
+            let mut p = Prototypes {
+                at: vec![ITS_ROW; n],
+                means: Vec::new(),
+                norms: vec![0f32; n],
+            };
+            for i in 0..n {
+                let mut rows = members.rows(i);
+                let (Some(first), Some(_)) = (rows.next(), rows.next()) else {
+                    continue;
+                };
+                p.at[i] = (p.means.len() / self.dim) as u32;
+                let start = p.means.len();
+                p.means.extend_from_slice(self.row(first));
+                let mean = &mut p.means[start..];
+                let mut count = 1usize;
+                for r in members.rows(i).skip(1) {
+                    mean.iter_mut().zip(self.row(r)).for_each(|(a, b)| *a += b);
+                    count += 1;
                 }
+                mean.iter_mut().for_each(|a| *a /= count as f32);
             }
-            for (i, c) in counts.iter().enumerate() {
-                p[i * self.dim..(i + 1) * self.dim]
-                    .iter_mut()
-                    .for_each(|a| *a /= (*c).max(1) as f32);
+            for i in 0..n {
+                let x = self.prototype_in(&p, i);
+                p.norms[i] = dot(x, x).sqrt();
             }
-            let norms = row_norms(&p, self.dim);
-            (p, norms)
+            p
         })
     }
 
@@ -459,9 +491,8 @@ impl Gallery {
                 let candidates = (0..self.names.len()).filter(|&i| members.any(i)).map(|i| {
                     let model = h(&self.names[i].0);
                     let cosine = model.unwrap_or_else(|| {
-                        let (protos, norms) = self.prototypes();
-                        dot(query, &protos[i * self.dim..(i + 1) * self.dim])
-                            / (qu * norms[i].max(1e-12))
+                        let p = self.prototypes();
+                        dot(query, self.prototype_in(p, i)) / (qu * p.norms[i].max(1e-12))
                     });
                     Ranked {
                         key: -cosine,
@@ -496,13 +527,6 @@ impl Gallery {
             })
             .collect()
     }
-}
-
-/// The length of each `dim`-long row of `m`.
-fn row_norms(m: &[f32], dim: usize) -> Vec<f32> {
-    m.chunks_exact(dim.max(1))
-        .map(|x| dot(x, x).sqrt())
-        .collect()
 }
 
 fn query_norm(qn: f32) -> f32 {
@@ -671,6 +695,8 @@ mod tests {
             (128, vec![700, 33, 290], 97, false),
             (128, vec![1500, 520], 120, true),
             (13, vec![41, 300], 30, false),
+            // Most identities with one row (their row is their prototype), a few with two.
+            (128, vec![300, 50], 300, true),
         ] {
             let n: usize = seg_rows.iter().sum();
             let segments: Vec<Vec<f32>> = seg_rows
