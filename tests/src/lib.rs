@@ -585,8 +585,8 @@ mod leak_tests {
         for (encoding, values) in [(RowEncoding::F16, &stored), (RowEncoding::F32, &row)] {
             let mut body = b"header".to_vec();
             body.extend(encoding.encode(values));
-            assert!(leak("k", &body, &[], &[values.clone()]).is_some());
-            assert!(leak("k", &body, &[], &[other.clone()]).is_none());
+            assert!(leak("k", &body, &[], std::slice::from_ref(values)).is_some());
+            assert!(leak("k", &body, &[], std::slice::from_ref(&other)).is_none());
         }
         assert!(leak("crops/ada/0.png", b"", &["ada"], &[]).is_some());
     }
