@@ -394,7 +394,6 @@ impl ModelServing {
     }
 }
 
-/// A fixed, face-like test pattern for a new model's self-check (no stored image needed).
 /// What [`ModelServing::fetch`] read.
 pub struct Fetched {
     pointer: std::result::Result<Option<(u64, String)>, String>,
@@ -445,6 +444,7 @@ fn read_model(store: &dyn ObjectStore, n: u64) -> std::result::Result<ReadModel,
     })
 }
 
+/// A fixed, face-like test pattern for a new model's self-check (no stored image needed).
 fn self_check_chip() -> RgbImage {
     let size = twin_model::chip::CHIP_SIZE as u32;
     RgbImage::from_fn(size, size, |x, y| {

@@ -12,7 +12,7 @@ use axum::http::{Method, Request, StatusCode};
 use serde_json::Value;
 use tower::ServiceExt;
 use twin_app::local::{Local, LocalConfig};
-use twin_app::serving::Scorer;
+use twin_app::serving::{ModelServing, Scorer};
 use twin_core::keys::model_key;
 use twin_core::store::{Condition, LocalStore, ObjectStore};
 use twin_http::{router, Api, HttpConfig, Uploads};
@@ -153,6 +153,58 @@ fn composed_model_equals_backbone_and_rust_head() {
         "scores differ from the Rust head by {score_diff}"
     );
     drop(sys);
+}
+
+/// What the `api` does as it starts: the promoted model read from the store on a thread of its
+/// own (`ModelServing::fetch`) before the backbone is open, then checked on it
+/// (`check_fetched`). It must serve exactly as `check` would, and a damaged model must leave the
+/// backbone serving with the failure reported.
+#[test]
+fn a_model_read_before_the_backbone_opens_serves_as_a_check_would() {
+    let dir = tempfile::tempdir().unwrap();
+    let sys = gallery(dir.path(), Duration::from_secs(3600));
+    let store: Arc<dyn ObjectStore> = Arc::new(LocalStore::open(&dir.path().join("data")).unwrap());
+    models::train_and_gate(&*store, &backbone(), &options(1), &|_, _| {}).unwrap();
+    models::promote(&*store, 1).unwrap();
+    let backbone_file = models_dir().join(twin_core::paths::BACKBONE_FILE);
+    let open = || ModelServing::new(store.clone(), sys.models.backbone().clone(), 1);
+
+    let fetched = ModelServing::fetch(&*store, &backbone_file);
+    let serving = open();
+    assert_eq!(serving.check_fetched(fetched), Some(1));
+    assert!(
+        matches!(serving.current().scorer.as_deref(), Some(Scorer::Head(_))),
+        "composed on this backbone (its tag read with the model): served as a head"
+    );
+    let checked = open();
+    assert_eq!(checked.check(), Some(1));
+    assert_eq!(serving.current().columns, checked.current().columns);
+
+    // Model 2: model 1's labels, a damaged model.onnx.
+    let good = store.get(&model_key(1)).unwrap().unwrap().data;
+    let labels = store.get("models/1/labels.json").unwrap().unwrap().data;
+    store
+        .put("models/2/labels.json", &labels, Condition::None)
+        .unwrap();
+    store
+        .put(&model_key(2), &good[..good.len() / 2], Condition::None)
+        .unwrap();
+    store
+        .put(twin_core::keys::MODELS_CURRENT, b"2", Condition::None)
+        .unwrap();
+    let fresh = open();
+    assert_eq!(
+        fresh.check_fetched(ModelServing::fetch(&*store, &backbone_file)),
+        None
+    );
+    let info = fresh.models().unwrap();
+    assert_eq!(info.serving_version, None);
+    assert_eq!(info.load_error.map(|e| e.version), Some(2));
+    // The process already serving model 1 keeps it.
+    assert_eq!(
+        serving.check_fetched(ModelServing::fetch(&*store, &backbone_file)),
+        Some(1)
+    );
 }
 
 async fn call(app: &axum::Router, req: Request<Body>) -> (StatusCode, Value) {
