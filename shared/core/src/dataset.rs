@@ -964,9 +964,7 @@ pub fn load_for_search(
                 RowEncoding::F16 => None,
             }
             .unwrap_or_else(|| {
-                let mut out = vec![0f32; values];
-                encoding.decode_into(&map[..row_bytes], &mut out);
-                RowData::Owned(out)
+                RowData::Owned(encoding.decode(&map[..row_bytes]).expect("whole values"))
             });
             let keys = if in_bin {
                 KeySource::Mapped {
