@@ -38,7 +38,11 @@ impl From<opencv::Error> for DetectError {
 /// Cascade parameters. The defaults were chosen on `../shared/data` (see `docs/FACES.md`).
 #[derive(Debug, Clone)]
 pub struct DetectorParams {
-    /// Scale step between pyramid levels.
+    /// Scale step between pyramid levels. 1.2 for photos: the cascade's scan was most of a
+    /// photo's time, and every face it finds is then placed by the CNN, which searches its
+    /// own finer pyramid around it, so a coarser step loses nothing measurable (see
+    /// `docs/FACES.md`: lfw-dev 98.83 % against 98.85 % at 1.1, the same faces found on the
+    /// media photos and the face set, a 640×480 photo 20 ms faster).
     pub scale_factor: f64,
     /// Overlapping raw detections needed to keep a face.
     pub min_neighbors: i32,
@@ -79,7 +83,7 @@ impl Default for BoxMapping {
 impl Default for DetectorParams {
     fn default() -> Self {
         DetectorParams {
-            scale_factor: 1.1,
+            scale_factor: PHOTO_SCALE_FACTOR,
             min_neighbors: 10,
             min_face: 60,
             max_side: 800,
@@ -280,6 +284,9 @@ pub fn to_dlib_rect(d: &Detection, m: &BoxMapping) -> Rect {
         top + side_h.round() as i64 - 1,
     )
 }
+
+/// The cascade's step between pyramid levels in photos ([`DetectorParams::scale_factor`]).
+pub const PHOTO_SCALE_FACTOR: f64 = 1.2;
 
 /// Centre of dlib's box across the cascade box, as a fraction of its width.
 pub const BOX_CX: f64 = 0.480;

@@ -78,13 +78,18 @@ impl FaceFinder for FacePipeline {
 /// the singer): 5 finds the most without false boxes taking over.
 pub const VIDEO_MIN_NEIGHBORS: i32 = 5;
 
+/// The cascade's step between pyramid levels in a video frame. A frame's box is not placed by
+/// the CNN (the video options turn it off, to keep a 6 s video near a second), so it stays the
+/// finer step [`VIDEO_MIN_NEIGHBORS`] was tuned with.
+pub const VIDEO_SCALE_FACTOR: f64 = 1.1;
+
 /// Smallest face the cascade looks for in a video frame: below the gate's
 /// [`quality::MIN_FACE_SIDE`], so that a face too far from the camera is found and refused as
 /// `face_too_small` (which tells the user what to change) rather than missed as `no_face`.
 pub const VIDEO_MIN_FACE: i32 = 40;
 
 /// Pipeline options for video frames: the default cascade and box mapping with
-/// [`VIDEO_MIN_NEIGHBORS`] and [`VIDEO_MIN_FACE`], without the padded search, the small-face
+/// [`VIDEO_SCALE_FACTOR`], [`VIDEO_MIN_NEIGHBORS`] and [`VIDEO_MIN_FACE`], without the padded search, the small-face
 /// search, the rotated search and the whole-image fallback (they are for photos, and only cost
 /// time on frames without a face).
 pub fn video_pipeline_options() -> PipelineOptions {
@@ -95,9 +100,11 @@ pub fn video_pipeline_options() -> PipelineOptions {
         cnn_fallback: false,
         cnn_boxes: false,
         rotations: Vec::new(),
+        large_photo_cnn_side: 0,
         subject_first: false,
         ..PipelineOptions::default()
     };
+    options.detector.scale_factor = VIDEO_SCALE_FACTOR;
     options.detector.min_neighbors = VIDEO_MIN_NEIGHBORS;
     options.detector.min_face = VIDEO_MIN_FACE;
     options

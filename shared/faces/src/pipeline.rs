@@ -4,9 +4,10 @@
 //! detector searching a small square around it: the CNN's box is the convention dlib's 5-point
 //! predictor was made for (when the CNN sees no face there, the cascade's box mapped to dlib's
 //! convention is kept). In a small photo the CNN also searches the whole photo for turned faces
-//! the cascade misses. Images that are already a tight face crop (a gallery's 112×112 or
-//! 150×150 cuts) give the cascade too little context, so when nothing is found the image is
-//! padded and searched again; then the CNN searches the photo alone. The first searches look
+//! the cascade misses, and so it does in a large photo, scaled down. Images that are already a
+//! tight face crop (a gallery's 112×112 or 150×150 cuts) give the cascade too little context,
+//! so when nothing is found the image is padded and searched again; then the CNN searches the
+//! photo alone. The first searches look
 //! for faces of the detector's `min_face` (60 px) and up; a photo where they find nothing is
 //! searched once more from [`PipelineOptions::small_face`] (40 px). A photo with still nothing
 //! found is turned in its plane by a few angles ([`PipelineOptions::rotations`]) and searched
@@ -41,8 +42,8 @@ pub enum FaceSource {
     /// The cascade found it once the image was padded (a tight crop).
     Padded,
     /// dlib's CNN face detector found it where the cascade did not: in a photo where the
-    /// cascade found nothing, even padded, or a turned face in a small photo (its box is dlib's
-    /// own).
+    /// cascade found nothing, even padded, or a turned face in a small or a large photo (its
+    /// box is dlib's own).
     Cnn,
     /// Nothing was found upright; the cascade found it in the photo turned in its plane
     /// ([`PipelineOptions::rotations`]). Its landmarks are mapped back onto the photo, so the
@@ -85,6 +86,11 @@ pub struct PipelineOptions {
     /// cascade; the angle whose strongest face has the most neighbours gives the faces
     /// ([`FaceSource::Rotated`]). Empty disables it.
     pub rotations: Vec<f64>,
+    /// A photo larger than the cascade's `max_side` (which the cascade searches scaled down)
+    /// is also searched whole by the CNN, scaled to this many pixels on its longer side, and
+    /// the faces the cascade missed (turned, bowed) are added; 0 disables it. The CNN then
+    /// finds faces down to about 1/11 of the photo's longer side, the cascade's own range.
+    pub large_photo_cnn_side: u32,
     /// Order the faces found with the photo's subject first ([`prominence`]: size weighed by
     /// nearness to the centre) instead of the largest first.
     pub subject_first: bool,
@@ -102,6 +108,7 @@ impl Default for PipelineOptions {
             cnn_fallback: true,
             cnn_boxes: true,
             rotations: ROTATIONS.to_vec(),
+            large_photo_cnn_side: LARGE_PHOTO_CNN_SIDE,
             subject_first: true,
         }
     }
@@ -334,7 +341,9 @@ impl FacePipeline {
     /// In a small photo (up to [`CNN_UPSAMPLE_MAX_SIDE`]: a portrait, an avatar, a crop) the
     /// CNN also searches the whole photo, at a small cost there, and the faces it finds that
     /// the cascade did not (turned faces, which a frontal cascade misses while it finds a
-    /// smaller face beside them) are added; the faces are then ordered largest first.
+    /// smaller face beside them) are added; so it does in a photo larger than the cascade's
+    /// `max_side`, scaled to [`PipelineOptions::large_photo_cnn_side`] (a bowed or turned head
+    /// in a group photo). The faces are then ordered largest first.
     fn add_turned_faces(
         &self,
         img: &RgbImage,
@@ -344,10 +353,15 @@ impl FacePipeline {
             return Ok(());
         };
         let (w, h) = img.dimensions();
-        if w.max(h) > CNN_UPSAMPLE_MAX_SIDE {
+        let longer = w.max(h);
+        let scale = if longer <= CNN_UPSAMPLE_MAX_SIDE {
+            1.0
+        } else if self.options.large_photo_cnn_side > 0 && longer > self.options.detector.max_side {
+            (self.options.large_photo_cnn_side as f64 / longer as f64).min(1.0)
+        } else {
             return Ok(());
-        }
-        for d in cnn.detect(img, 1.0)? {
+        };
+        for d in cnn.detect(img, scale)? {
             let rect = trim_to_image(d.rect, w, h);
             if faces.iter().all(|f| f.rect.iou(&rect) < REFINE_MIN_IOU) {
                 faces.push(FoundFace {
@@ -550,6 +564,10 @@ fn cnn_scale(longer: u32) -> f64 {
 pub const CNN_UPSAMPLE_MAX_SIDE: u32 = 320;
 /// Photos above this side are scaled down to it for the CNN (its cost grows with the area).
 pub const CNN_MAX_SIDE: u32 = 800;
+
+/// Longer side a large photo is scaled to for the CNN's whole-photo search
+/// ([`PipelineOptions::large_photo_cnn_side`]).
+pub const LARGE_PHOTO_CNN_SIDE: u32 = 900;
 
 /// The square the CNN searches around a cascade face, in sides of the face's mapped box
 /// (measured on lfw-dev: 2 with 4 levels gave 98.48 %, 1.5 with 3 levels 98.35 %; see

@@ -32,8 +32,8 @@ const LANDMARK_BOUND: f64 = 0.06;
 /// a chip upsampled from so few pixels loses detail. Measured: 0.226 at 40 px, 0.179 at 48,
 /// 0.139 at 60 (same for a plain and a textured scene).
 const SMALL_BOUND: f32 = 0.32;
-/// Largest distance for a 50 px face turned by 30° and found by the rotated search. Measured:
-/// at most 0.216 (0.09–0.16 from the same 50 px face upright).
+/// Largest distance for a 50 px face turned by 30° and found tilted (by the rotated search or
+/// the CNN). Measured: at most 0.216 (0.09–0.16 from the same 50 px face upright).
 const SMALL_TURNED_BOUND: f32 = 0.3;
 
 struct Kit {
@@ -315,15 +315,17 @@ fn faces_of_40_to_60_pixels_are_found() {
     }
 }
 
-/// A face of 50 px tilted by 30° is too small for the CNN fallback (which searches a 640 px
-/// photo for faces from 80 px) and too tilted for the cascade: the rotated search finds it.
-/// (lin-manuel-miranda.png turned 30° is the exception: the upright cascade finds that face,
-/// with a box the predictor cannot place a face tilted that much in, distance 0.73, and the CNN
-/// does not see it to place the box; faces found upright are not turned, a gap printed here.)
+/// A face of 50 px tilted by 30° is too tilted for the cascade and below the CNN fallback's
+/// 80 px window (in a 640 px photo the CNN searches the photo itself): the rotated search
+/// finds it, or now and then the CNN, which sometimes sees a face a little under its window.
+/// Either way the face found is the tilted face, placed upright. (lin-manuel-miranda.png turned
+/// 30° is the exception: the cascade finds that face without turning, with a box the predictor
+/// cannot place a face tilted that much in, distance 0.70, and the CNN does not see it to place
+/// the box; faces found upright are not turned, a gap printed here.)
 #[test]
 fn small_tilted_faces_are_found_by_the_rotated_search() {
     let kit = Kit::open(&PipelineOptions::default());
-    let mut rotated = 0;
+    let (mut tilted, mut rotated) = (0, 0);
     for name in PHOTOS {
         let img = photo(name);
         let upright = kit.subject(&img).expect("the upright photo has a face");
@@ -340,8 +342,9 @@ fn small_tilted_faces_are_found_by_the_rotated_search() {
                 "small turned {name} 50 px {degrees:>4}°: {:?}, distance {d:.4}",
                 face.source
             );
-            if face.source == FaceSource::Rotated {
-                rotated += 1;
+            if matches!(face.source, FaceSource::Rotated | FaceSource::Cnn) {
+                tilted += 1;
+                rotated += usize::from(face.source == FaceSource::Rotated);
                 assert!(
                     d <= SMALL_TURNED_BOUND,
                     "{name} 50 px turned {degrees}°: distance {d}"
@@ -349,7 +352,8 @@ fn small_tilted_faces_are_found_by_the_rotated_search() {
             }
         }
     }
-    assert!(rotated >= 5, "{rotated} of 6 found by the rotated search");
+    assert!(tilted >= 5, "{tilted} of 6 found tilted");
+    assert!(rotated >= 1, "none of the 6 found by the rotated search");
 }
 
 #[test]
