@@ -21,10 +21,11 @@ use std::path::{Path, PathBuf};
 use image::{Rgb, RgbImage};
 use serde::Serialize;
 
-use super::cnn::{CnnError, CnnFaceDetector};
+use super::cnn::{CnnDetection, CnnError, CnnFaceDetector};
 use super::detect::{
     to_dlib_rect, CascadeDetector, DetectError, Detection, DetectorParams, DEFAULT_CASCADE,
 };
+use super::geometry::DPoint;
 use super::rotate::{turn, Turned};
 use super::{face_chip, Point, Rect, ShapePredictor, ShapePredictorError};
 use twin_model::embed::EmbedderOptions;
@@ -46,7 +47,9 @@ pub enum FaceSource {
     /// box is dlib's own).
     Cnn,
     /// Nothing was found upright; the cascade found it in the photo turned in its plane
-    /// ([`PipelineOptions::rotations`]). Its landmarks are mapped back onto the photo, so the
+    /// ([`PipelineOptions::rotations`]); or the cascade found it upright, but tilted too far
+    /// for the landmarks, and it was placed again in the part of the photo around it turned
+    /// ([`FacePipeline::place_tilted`]). Its landmarks are mapped back onto the photo, so the
     /// chip cut from them is upright; its boxes are the boxes around the turned ones.
     Rotated,
     /// Nothing was detected; the image is a small tight crop and was taken whole as the face.
@@ -323,10 +326,21 @@ impl FacePipeline {
         // A face the cascade found only in the padded photo crosses the photo's edge: there
         // the mapped box stays nearer face_recognition's HOG box than the CNN's (end_to_end_photos:
         // obama_partial_face.jpg 0.0916 from its embedding, 0.1121 with the CNN's box).
+        let upright = self.cnn_seen(img, mapped)?;
         let placed = match source {
-            FaceSource::Detected => self.cnn_box(img, mapped)?,
+            FaceSource::Detected => upright.map(|seen| seen.rect),
             _ => None,
         };
+        // A face the CNN does not see upright, or sees less surely there than a face the
+        // cascade finds upright in a whole photo (a padded photo's face: a tight crop or a face
+        // cut by the edge, where the search is cheap), may be tilted beyond what the predictor
+        // follows from an upright box.
+        if source == FaceSource::Padded || upright.is_none() {
+            let beat = upright.map_or(0.0, |seen| seen.score);
+            if let Some(face) = self.place_tilted(img, d, mapped, beat)? {
+                return Ok(face);
+            }
+        }
         let rect = trim_to_image(placed.unwrap_or(mapped), img.width(), img.height());
         Ok(FoundFace {
             bbox: [d.x, d.y, d.w, d.h],
@@ -426,12 +440,90 @@ impl FacePipeline {
             .collect()
     }
 
+    /// A face the cascade found upright but the CNN does not see there (`mapped`, the cascade's
+    /// box mapped to dlib's) may be tilted further than the 5-point predictor can follow from
+    /// an upright box (a 50 px face turned 30°: 0.70 from its upright embedding). The part of
+    /// the photo around it, [`TILT_CONTEXT`] times its side, is turned by each of
+    /// [`PipelineOptions::rotations`]; in the first turn where the CNN sees the face
+    /// ([`FacePipeline::cnn_box`] on the mapped box turned with it) its landmarks are placed
+    /// in the turned part and mapped back onto the photo, so the chip cut from them is
+    /// upright ([`FaceSource::Rotated`]). None when the CNN sees it in no turn either (the
+    /// upright placement stands).
+    fn place_tilted(
+        &self,
+        img: &RgbImage,
+        d: &Detection,
+        mapped: Rect,
+        beat: f32,
+    ) -> Result<Option<FoundFace>, PipelineError> {
+        if self.cnn.is_none() || !self.options.cnn_boxes {
+            return Ok(None);
+        }
+        let side = mapped.width().max(mapped.height()).max(1) as f64;
+        let (cx, cy) = (
+            (mapped.left + mapped.right) as f64 / 2.0,
+            (mapped.top + mapped.bottom) as f64 / 2.0,
+        );
+        let half = (side * TILT_CONTEXT / 2.0).round() as i64;
+        let (x0, y0) = (cx.round() as i64 - half, cy.round() as i64 - half);
+        let part = cut_out(img, x0, y0, 2 * half + 1);
+        let fill = mean_colour(&part);
+        let centre = DPoint::new(cx - x0 as f64, cy - y0 as f64);
+        for &degrees in &self.options.rotations {
+            let turned = turn(&part, degrees, 1.0, fill)?;
+            let c = turned.to_canvas.apply(centre);
+            let half_side = (side - 1.0) / 2.0;
+            let box_turned = Rect::new(
+                (c.x - half_side).round() as i64,
+                (c.y - half_side).round() as i64,
+                (c.x + half_side).round() as i64,
+                (c.y + half_side).round() as i64,
+            );
+            let seen = self.cnn_seen(&turned.image, box_turned)?;
+            let Some(rect) = seen.filter(|seen| seen.score > beat).map(|seen| seen.rect) else {
+                continue;
+            };
+            // The turn must bring the eyes level: turned the wrong way, or turned when it was
+            // upright, the face leans by about the turn (the face set's upright tight crops:
+            // 10–30° at a 25° turn; the 50 px face tilted 30°: 4° once turned back by 25°).
+            let in_turn = self.predictor.predict(&turned.image, rect);
+            if lean(&in_turn).abs() > TILT_LEVEL {
+                continue;
+            }
+            let shift = |p: Point| Point::new(p.x + x0, p.y + y0);
+            let landmarks = in_turn.map(|p| shift(turned.point_to_photo(p)));
+            let back = turned.rect_to_photo(rect);
+            let back = Rect::new(
+                back.left + x0,
+                back.top + y0,
+                back.right + x0,
+                back.bottom + y0,
+            );
+            return Ok(Some(FoundFace {
+                bbox: [d.x, d.y, d.w, d.h],
+                rect: trim_to_image(back, img.width(), img.height()),
+                landmarks,
+                source: FaceSource::Rotated,
+            }));
+        }
+        Ok(None)
+    }
+
     /// dlib's CNN box on the face whose box mapped from the cascade's is `mapped`: the CNN
     /// searches the square around it [`REFINE_CONTEXT`] times its side, scaled so that the face
     /// is [`REFINE_FIT`] windows wide, over [`REFINE_LEVELS`] pyramid levels, and the detection
     /// overlapping `mapped` most (intersection over union at least [`REFINE_MIN_IOU`]) gives
     /// the box. None when the CNN sees no face there (the mapped box is kept).
     fn cnn_box(&self, img: &RgbImage, mapped: Rect) -> Result<Option<Rect>, PipelineError> {
+        Ok(self.cnn_seen(img, mapped)?.map(|seen| seen.rect))
+    }
+
+    /// The CNN's detection behind [`FacePipeline::cnn_box`], with its score.
+    fn cnn_seen(
+        &self,
+        img: &RgbImage,
+        mapped: Rect,
+    ) -> Result<Option<CnnDetection>, PipelineError> {
         let Some(cnn) = self.cnn.as_ref().filter(|_| self.options.cnn_boxes) else {
             return Ok(None);
         };
@@ -451,10 +543,10 @@ impl FacePipeline {
         let found = cnn.detect_region(img, region, scale, REFINE_LEVELS)?;
         Ok(found
             .iter()
-            .map(|d| (d.rect.iou(&mapped), d.rect))
+            .map(|d| (d.rect.iou(&mapped), *d))
             .filter(|(overlap, _)| *overlap >= REFINE_MIN_IOU)
             .max_by(|a, b| a.0.total_cmp(&b.0))
-            .map(|(_, r)| r))
+            .map(|(_, seen)| seen))
     }
 }
 
@@ -472,6 +564,21 @@ fn prominence(face: &FoundFace, w: u32, h: u32) -> f64 {
     let (hw, hh) = (w as f64 / 2.0, h as f64 / 2.0);
     let off = ((cx - hw).powi(2) + (cy - hh).powi(2)).sqrt() / (hw * hw + hh * hh).sqrt().max(1.0);
     area * (1.0 - off.min(1.0))
+}
+
+/// The lean of the line between the eyes' centres, in degrees (0 when level; positive when the
+/// eye on the image's right is lower), from 5 landmarks in dlib's order (one eye's two
+/// corners, the other's, the nose).
+fn lean(landmarks: &[Point; 5]) -> f64 {
+    let centre = |a: Point, b: Point| ((a.x + b.x) as f64 / 2.0, (a.y + b.y) as f64 / 2.0);
+    let (ax, ay) = centre(landmarks[0], landmarks[1]);
+    let (bx, by) = centre(landmarks[2], landmarks[3]);
+    let (dx, dy) = if ax <= bx {
+        (bx - ax, by - ay)
+    } else {
+        (ax - bx, ay - by)
+    };
+    dy.atan2(dx).to_degrees()
 }
 
 /// A face box cut back to the photo, as `face_recognition` cuts dlib's detections before it
@@ -505,6 +612,27 @@ pub fn pad_image_by(img: &RgbImage, pad: u32) -> (RgbImage, u32) {
     let mut out = RgbImage::from_pixel(w + 2 * pad, h + 2 * pad, mean);
     image::imageops::replace(&mut out, img, pad as i64, pad as i64);
     (out, pad)
+}
+
+/// The `side`×`side` part of `img` whose top left corner is (`x0`, `y0`), black outside the
+/// image (as dlib reads outside it).
+fn cut_out(img: &RgbImage, x0: i64, y0: i64, side: i64) -> RgbImage {
+    let side = side.max(1) as u32;
+    let mut out = RgbImage::new(side, side);
+    let (w, h) = (img.width() as i64, img.height() as i64);
+    for y in 0..side as i64 {
+        let sy = y0 + y;
+        if !(0..h).contains(&sy) {
+            continue;
+        }
+        for x in 0..side as i64 {
+            let sx = x0 + x;
+            if (0..w).contains(&sx) {
+                out.put_pixel(x as u32, y as u32, *img.get_pixel(sx as u32, sy as u32));
+            }
+        }
+    }
+    out
 }
 
 /// The mean colour of `img` (each channel's mean, truncated).
@@ -579,6 +707,15 @@ pub const REFINE_FIT: f64 = 1.1;
 pub const REFINE_LEVELS: usize = 4;
 /// Least overlap (intersection over union) for a CNN box to be taken as the same face.
 pub const REFINE_MIN_IOU: f64 = 0.3;
+
+/// The part of the photo turned around a face the CNN does not see upright, in sides of its
+/// mapped box ([`FacePipeline::place_tilted`]): the CNN's square around it (2 sides) must fit
+/// in the turned part.
+pub const TILT_CONTEXT: f64 = 3.0;
+
+/// Largest lean of the eyes (degrees) for a face placed in a turned part of the photo to be
+/// taken as a tilted face brought upright ([`FacePipeline::place_tilted`]).
+pub const TILT_LEVEL: f64 = 8.0;
 
 /// Angles the rotated search turns a photo by, in degrees (see `docs/FACES.md`).
 pub const ROTATIONS: [f64; 2] = [-25.0, 25.0];
