@@ -253,7 +253,7 @@ fn bilinear(img: &RgbImage, p: DPoint) -> Option<Rgb<u8>> {
 }
 
 /// The pixels of `region` (inclusive edges), 0 where it leaves the image.
-fn copy_region(img: &RgbImage, region: Rect) -> RgbImage {
+pub(crate) fn copy_region(img: &RgbImage, region: Rect) -> RgbImage {
     let (w, h) = (region.width() as u32, region.height() as u32);
     let mut out = RgbImage::new(w, h);
     let inside = region.intersect(&Rect::new(

@@ -89,9 +89,9 @@ pub const VIDEO_SCALE_FACTOR: f64 = 1.1;
 pub const VIDEO_MIN_FACE: i32 = 40;
 
 /// Pipeline options for video frames: the default cascade and box mapping with
-/// [`VIDEO_SCALE_FACTOR`], [`VIDEO_MIN_NEIGHBORS`] and [`VIDEO_MIN_FACE`], without the padded search, the small-face
-/// search, the rotated search and the whole-image fallback (they are for photos, and only cost
-/// time on frames without a face).
+/// [`VIDEO_SCALE_FACTOR`], [`VIDEO_MIN_NEIGHBORS`] and [`VIDEO_MIN_FACE`], without the padded
+/// search, the small-face search, the rotated search and the whole-image fallback (they are for
+/// photos, and only cost time on frames without a face).
 pub fn video_pipeline_options() -> PipelineOptions {
     let mut options = PipelineOptions {
         small_face: 0,

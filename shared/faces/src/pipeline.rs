@@ -21,11 +21,13 @@ use std::path::{Path, PathBuf};
 use image::{Rgb, RgbImage};
 use serde::Serialize;
 
+use super::chip::copy_region;
 use super::cnn::{CnnDetection, CnnError, CnnFaceDetector};
 use super::detect::{
     to_dlib_rect, CascadeDetector, DetectError, Detection, DetectorParams, DEFAULT_CASCADE,
 };
 use super::geometry::DPoint;
+use super::quality::pose;
 use super::rotate::{turn, Turned};
 use super::{face_chip, Point, Rect, ShapePredictor, ShapePredictorError};
 use twin_model::embed::EmbedderOptions;
@@ -331,10 +333,9 @@ impl FacePipeline {
             FaceSource::Detected => upright.map(|seen| seen.rect),
             _ => None,
         };
-        // A face the CNN does not see upright, or sees less surely there than a face the
-        // cascade finds upright in a whole photo (a padded photo's face: a tight crop or a face
-        // cut by the edge, where the search is cheap), may be tilted beyond what the predictor
-        // follows from an upright box.
+        // A face the CNN does not see upright, or a padded photo's face (a tight crop or a
+        // face cut by the edge, rare and cheap to search), may be tilted beyond what the
+        // predictor follows from an upright box.
         if source == FaceSource::Padded || upright.is_none() {
             let beat = upright.map_or(0.0, |seen| seen.score);
             if let Some(face) = self.place_tilted(img, d, mapped, beat)? {
@@ -466,7 +467,7 @@ impl FacePipeline {
         );
         let half = (side * TILT_CONTEXT / 2.0).round() as i64;
         let (x0, y0) = (cx.round() as i64 - half, cy.round() as i64 - half);
-        let part = cut_out(img, x0, y0, 2 * half + 1);
+        let part = copy_region(img, Rect::new(x0, y0, x0 + 2 * half, y0 + 2 * half));
         let fill = mean_colour(&part);
         let centre = DPoint::new(cx - x0 as f64, cy - y0 as f64);
         for &degrees in &self.options.rotations {
@@ -487,7 +488,7 @@ impl FacePipeline {
             // upright, the face leans by about the turn (the face set's upright tight crops:
             // 10–30° at a 25° turn; the 50 px face tilted 30°: 4° once turned back by 25°).
             let in_turn = self.predictor.predict(&turned.image, rect);
-            if lean(&in_turn).abs() > TILT_LEVEL {
+            if pose(&in_turn).is_none_or(|p| p.roll.abs() > TILT_LEVEL) {
                 continue;
             }
             let shift = |p: Point| Point::new(p.x + x0, p.y + y0);
@@ -566,21 +567,6 @@ fn prominence(face: &FoundFace, w: u32, h: u32) -> f64 {
     area * (1.0 - off.min(1.0))
 }
 
-/// The lean of the line between the eyes' centres, in degrees (0 when level; positive when the
-/// eye on the image's right is lower), from 5 landmarks in dlib's order (one eye's two
-/// corners, the other's, the nose).
-fn lean(landmarks: &[Point; 5]) -> f64 {
-    let centre = |a: Point, b: Point| ((a.x + b.x) as f64 / 2.0, (a.y + b.y) as f64 / 2.0);
-    let (ax, ay) = centre(landmarks[0], landmarks[1]);
-    let (bx, by) = centre(landmarks[2], landmarks[3]);
-    let (dx, dy) = if ax <= bx {
-        (bx - ax, by - ay)
-    } else {
-        (ax - bx, ay - by)
-    };
-    dy.atan2(dx).to_degrees()
-}
-
 /// A face box cut back to the photo, as `face_recognition` cuts dlib's detections before it
 /// places the landmarks (`_trim_css_to_bounds`: left and top at least 0, right and bottom at
 /// most the width and height). It only changes faces that cross the photo's edge.
@@ -612,27 +598,6 @@ pub fn pad_image_by(img: &RgbImage, pad: u32) -> (RgbImage, u32) {
     let mut out = RgbImage::from_pixel(w + 2 * pad, h + 2 * pad, mean);
     image::imageops::replace(&mut out, img, pad as i64, pad as i64);
     (out, pad)
-}
-
-/// The `side`×`side` part of `img` whose top left corner is (`x0`, `y0`), black outside the
-/// image (as dlib reads outside it).
-fn cut_out(img: &RgbImage, x0: i64, y0: i64, side: i64) -> RgbImage {
-    let side = side.max(1) as u32;
-    let mut out = RgbImage::new(side, side);
-    let (w, h) = (img.width() as i64, img.height() as i64);
-    for y in 0..side as i64 {
-        let sy = y0 + y;
-        if !(0..h).contains(&sy) {
-            continue;
-        }
-        for x in 0..side as i64 {
-            let sx = x0 + x;
-            if (0..w).contains(&sx) {
-                out.put_pixel(x as u32, y as u32, *img.get_pixel(sx as u32, sy as u32));
-            }
-        }
-    }
-    out
 }
 
 /// The mean colour of `img` (each channel's mean, truncated).
