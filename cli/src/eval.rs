@@ -32,6 +32,9 @@ pub struct PairsArgs {
     /// output), scored with the same folds and printed beside ours.
     #[arg(long)]
     face_recognition: Option<PathBuf>,
+    /// Write each image's embedding and the path that found its face to FILE (JSON lines).
+    #[arg(long, value_name = "FILE")]
+    save_embeddings: Option<PathBuf>,
 }
 
 pub fn pairs(args: PairsArgs) -> anyhow::Result<ExitCode> {
@@ -82,6 +85,20 @@ pub fn pairs(args: PairsArgs) -> anyhow::Result<ExitCode> {
         bar.inc(1);
     }
     bar.finish_and_clear();
+    if let Some(out) = &args.save_embeddings {
+        let mut text = String::new();
+        for key in &images {
+            let line = serde_json::json!({
+                "name": key.0,
+                "number": key.1,
+                "found_by": sources.get(key),
+                "embedding": embeddings[key],
+            });
+            text.push_str(&line.to_string());
+            text.push('\n');
+        }
+        std::fs::write(out, text).with_context(|| format!("cannot write {}", out.display()))?;
+    }
     let distances: Vec<Option<f32>> = pairs
         .iter()
         .map(|p| match (&embeddings[&p.a], &embeddings[&p.b]) {

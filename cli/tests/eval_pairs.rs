@@ -44,6 +44,9 @@ fn pairs_file(ids: &[(String, u32)]) -> String {
     out
 }
 
+/// A pairs-file line: its fold, the two images (name, number), and whether they are one person.
+type ParsedPair = (usize, (String, u64), (String, u64), bool);
+
 #[test]
 fn verification_accuracy_on_the_face_set() {
     let mut ids: Vec<(String, u32)> = std::fs::read_dir(faces())
@@ -68,11 +71,14 @@ fn verification_accuracy_on_the_face_set() {
     let dir = tempfile::tempdir().unwrap();
     let pairs = dir.path().join("pairs.txt");
     std::fs::write(&pairs, &text).unwrap();
+    let saved = dir.path().join("embeddings.jsonl");
     let out = Command::new(env!("CARGO_BIN_EXE_twin"))
         .args(["eval", "pairs", "--json", "--pairs"])
         .arg(&pairs)
         .arg("--images")
         .arg(faces())
+        .arg("--save-embeddings")
+        .arg(&saved)
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -97,6 +103,67 @@ fn verification_accuracy_on_the_face_set() {
             "thresholds near dlib's 0.6, got {t}"
         );
     }
+
+    // The saved embeddings: one line per image the pairs name, the missing one without an
+    // embedding; scored at the run's own fold thresholds they give the accuracy it reported.
+    let mut saved_rows = std::collections::HashMap::new();
+    for line in std::fs::read_to_string(&saved).unwrap().lines() {
+        let r: serde_json::Value = serde_json::from_str(line).unwrap();
+        let key = (
+            r["name"].as_str().unwrap().to_string(),
+            r["number"].as_u64().unwrap(),
+        );
+        let emb: Option<Vec<f64>> = r["embedding"]
+            .as_array()
+            .map(|a| a.iter().map(|x| x.as_f64().unwrap()).collect());
+        if let Some(e) = &emb {
+            assert_eq!(e.len(), 128);
+            assert!(r["found_by"].is_string(), "{r}");
+        }
+        assert!(saved_rows.insert(key, emb).is_none(), "one line per image");
+    }
+    let parsed: Vec<ParsedPair> = text
+        .lines()
+        .skip(1)
+        .enumerate()
+        .map(|(i, l)| {
+            let t: Vec<&str> = l.split_whitespace().collect();
+            let n = |s: &str| s.parse::<u64>().unwrap();
+            if t.len() == 3 {
+                (i / 30, (t[0].into(), n(t[1])), (t[0].into(), n(t[2])), true)
+            } else {
+                (
+                    i / 30,
+                    (t[0].into(), n(t[1])),
+                    (t[2].into(), n(t[3])),
+                    false,
+                )
+            }
+        })
+        .collect();
+    let mut named: Vec<_> = parsed.iter().flat_map(|p| [&p.1, &p.2]).collect();
+    named.sort();
+    named.dedup();
+    assert_eq!(saved_rows.len(), named.len());
+    assert_eq!(saved_rows[&(ids[1].0.clone(), 999)], None);
+    let thresholds = v["fold_threshold"].as_array().unwrap();
+    let mut right = [0usize; 10];
+    for (fold, a, b, same) in &parsed {
+        if let (Some(a), Some(b)) = (&saved_rows[a], &saved_rows[b]) {
+            let d = a
+                .iter()
+                .zip(b)
+                .map(|(x, y)| (x - y) * (x - y))
+                .sum::<f64>()
+                .sqrt();
+            right[*fold] += ((d < thresholds[*fold].as_f64().unwrap()) == *same) as usize;
+        }
+    }
+    let recomputed = right.iter().map(|r| *r as f64 / 30.0).sum::<f64>() / 10.0;
+    assert!(
+        (recomputed - acc).abs() < 1e-9,
+        "accuracy from the saved embeddings {recomputed}, reported {acc}"
+    );
 }
 
 #[test]
