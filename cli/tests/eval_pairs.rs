@@ -44,9 +44,6 @@ fn pairs_file(ids: &[(String, u32)]) -> String {
     out
 }
 
-/// A pairs-file line: its fold, the two images (name, number), and whether they are one person.
-type ParsedPair = (usize, (String, u64), (String, u64), bool);
-
 #[test]
 fn verification_accuracy_on_the_face_set() {
     let mut ids: Vec<(String, u32)> = std::fs::read_dir(faces())
@@ -111,7 +108,7 @@ fn verification_accuracy_on_the_face_set() {
         let r: serde_json::Value = serde_json::from_str(line).unwrap();
         let key = (
             r["name"].as_str().unwrap().to_string(),
-            r["number"].as_u64().unwrap(),
+            r["number"].as_u64().unwrap() as u32,
         );
         let emb: Option<Vec<f64>> = r["embedding"]
             .as_array()
@@ -122,41 +119,23 @@ fn verification_accuracy_on_the_face_set() {
         }
         assert!(saved_rows.insert(key, emb).is_none(), "one line per image");
     }
-    let parsed: Vec<ParsedPair> = text
-        .lines()
-        .skip(1)
-        .enumerate()
-        .map(|(i, l)| {
-            let t: Vec<&str> = l.split_whitespace().collect();
-            let n = |s: &str| s.parse::<u64>().unwrap();
-            if t.len() == 3 {
-                (i / 30, (t[0].into(), n(t[1])), (t[0].into(), n(t[2])), true)
-            } else {
-                (
-                    i / 30,
-                    (t[0].into(), n(t[1])),
-                    (t[2].into(), n(t[3])),
-                    false,
-                )
-            }
-        })
-        .collect();
-    let mut named: Vec<_> = parsed.iter().flat_map(|p| [&p.1, &p.2]).collect();
+    let parsed = twin_model::eval::parse_pairs(&text).unwrap();
+    let mut named: Vec<_> = parsed.iter().flat_map(|p| [&p.a, &p.b]).collect();
     named.sort();
     named.dedup();
     assert_eq!(saved_rows.len(), named.len());
     assert_eq!(saved_rows[&(ids[1].0.clone(), 999)], None);
     let thresholds = v["fold_threshold"].as_array().unwrap();
     let mut right = [0usize; 10];
-    for (fold, a, b, same) in &parsed {
-        if let (Some(a), Some(b)) = (&saved_rows[a], &saved_rows[b]) {
+    for p in &parsed {
+        if let (Some(a), Some(b)) = (&saved_rows[&p.a], &saved_rows[&p.b]) {
             let d = a
                 .iter()
                 .zip(b)
                 .map(|(x, y)| (x - y) * (x - y))
                 .sum::<f64>()
                 .sqrt();
-            right[*fold] += ((d < thresholds[*fold].as_f64().unwrap()) == *same) as usize;
+            right[p.fold] += ((d < thresholds[p.fold].as_f64().unwrap()) == p.same) as usize;
         }
     }
     let recomputed = right.iter().map(|r| *r as f64 / 30.0).sum::<f64>() / 10.0;
